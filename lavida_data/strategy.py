@@ -1,0 +1,117 @@
+"""Sampling strategies: ``all``/``full``, ``first:N``, ``end:N``, ``random:N``, ``dup:N``.
+
+N is an integer or a percentage of the rows kept after filtering (``12.5%``), rounded up.
+Unlike upstream, an unknown kind is an error and every strategy works for every table format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+import numpy as np
+
+from .errors import suggest
+
+Kind = Literal["all", "first", "end", "random", "dup"]
+KINDS: tuple[str, ...] = ("all", "first", "end", "random", "dup")
+_ALIASES = {"full": "all"}
+_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
+_INT = re.compile(r"^\d+$")
+
+
+@dataclass(frozen=True)
+class SamplingStrategy:
+    """A parsed sampling strategy. ``count`` xor ``percent`` is set unless ``kind == "all"``."""
+
+    kind: Kind = "all"
+    count: int | None = None
+    percent: Decimal | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "SamplingStrategy":
+        if not isinstance(text, str):
+            raise ValueError(f"sampling_strategy must be a string, got {type(text).__name__}")
+        raw = text.strip()
+        kind, sep, arg = raw.partition(":")
+        kind = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
+        if not sep:
+            if kind == "all":
+                return cls("all")
+            hint = suggest(kind, list(KINDS) + ["full"])
+            raise ValueError(
+                f"unknown sampling strategy {text!r}{hint}; expected all, full, first:N, end:N, "
+                "random:N or dup:N"
+            )
+        if kind not in KINDS or kind == "all":
+            hint = suggest(kind, [k for k in KINDS if k != "all"])
+            raise ValueError(
+                f"unknown sampling strategy kind {kind!r} in {text!r}{hint}; expected first, end, "
+                "random or dup"
+            )
+        arg = arg.strip()
+        if _INT.match(arg):
+            n = int(arg)
+            if n <= 0:
+                raise ValueError(f"{text!r}: N must be at least 1")
+            return cls(kind, count=n)  # type: ignore[arg-type]
+        m = _PERCENT.match(arg)
+        if m:
+            if kind == "dup":
+                raise ValueError(f"{text!r}: dup takes an integer repeat count, not a percentage")
+            try:
+                pct = Decimal(m.group(1))
+            except InvalidOperation as e:  # pragma: no cover - regex guarantees a number
+                raise ValueError(f"{text!r}: bad percentage") from e
+            if not (0 < pct <= 100):
+                raise ValueError(f"{text!r}: a percentage must be in (0%, 100%]")
+            return cls(kind, percent=pct)  # type: ignore[arg-type]
+        raise ValueError(
+            f"{text!r}: N must be a positive integer or a percentage such as 50% or 12.5%"
+        )
+
+    def __str__(self) -> str:
+        if self.kind == "all":
+            return "all"
+        n = f"{self.percent}%" if self.percent is not None else str(self.count)
+        return f"{self.kind}:{n}"
+
+    def resolve(self, rows: int) -> int:
+        """N as a row count for a table of ``rows`` kept rows (percentages rounded up)."""
+        if self.percent is not None:
+            return int(math.ceil(self.percent * rows / 100))
+        return int(self.count or 0)
+
+    @property
+    def repeat(self) -> int:
+        return int(self.count or 1) if self.kind == "dup" else 1
+
+    def select(self, rows: int, *, seed: int, dataset: str) -> np.ndarray:
+        """Positions (0-based, into the kept rows) that one pass over the dataset uses, in order.
+
+        ``dup:N`` returns every position once; its repeats are :attr:`repeat`. ``random:N`` draws
+        N positions without replacement from a generator seeded by the mixture's seed and the
+        dataset name, and returns them in table order; it is an error when N exceeds ``rows``.
+        """
+        if self.kind in ("all", "dup"):
+            return np.arange(rows, dtype=np.int64)
+        n = self.resolve(rows)
+        if self.kind == "first":
+            return np.arange(min(n, rows), dtype=np.int64)
+        if self.kind == "end":
+            return np.arange(max(rows - n, 0), rows, dtype=np.int64)
+        if n > rows:
+            raise ValueError(
+                f"dataset {dataset!r}: {self} asks for {n} rows but only {rows} remain after filters"
+            )
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, stable_hash(dataset)])))
+        return np.sort(rng.choice(rows, size=n, replace=False)).astype(np.int64)
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash of ``text`` that is the same in every process (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
