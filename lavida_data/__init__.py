@@ -1,0 +1,29 @@
+"""lavida-data: training data for LaViDa-O-style unified multimodal models.
+
+Public API::
+
+    from lavida_data import converter, load_mixture, validate_file, registry
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import DatasetSpec, MaxEncImages, Mixture
+from .errors import ConfigError, Issue, LavidaDataError, SampleError
+from .plan import DatasetPlan
+from .reader import Stats, iter_rows, iter_samples, selected_rows
+from .registry import ConvertContext, Converter, NoOptions, Registry, converter, registry
+from .rng import sample_np_rng, sample_rng
+from .sample import convert_row, sample_id
+from .strategy import SamplingStrategy
+from .tables import iter_batches, read_schema
+from .validate import Report, load_mixture, validate_file, validate_text
+
+__all__ = [
+    "ConfigError", "ConvertContext", "Converter", "DatasetPlan", "DatasetSpec", "Issue", "LavidaDataError",
+    "MaxEncImages", "Mixture", "NoOptions", "Registry", "Report", "SampleError", "SamplingStrategy", "Stats",
+    "__version__", "convert_row", "converter", "iter_batches", "iter_rows", "iter_samples", "load_mixture",
+    "read_schema", "registry", "sample_id", "sample_np_rng", "sample_rng", "selected_rows", "validate_file",
+    "validate_text",
+]

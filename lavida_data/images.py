@@ -1,0 +1,35 @@
+"""Fetching referenced images: local paths and ``s3://`` URIs."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from . import s3
+
+
+def read_image_bytes(path: str) -> bytes:
+    if s3.is_s3(path):
+        return s3.read_bytes(path)
+    if "://" in path:
+        raise ValueError(f"{path}: only local paths and s3:// URIs are supported")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def open_image(path: str) -> Image.Image:
+    """The image at ``path``, decoded and converted to RGB."""
+    img = Image.open(io.BytesIO(read_image_bytes(path)))
+    img.load()
+    return img.convert("RGB")
+
+
+def thumbnail_jpeg(path: str, size: int = 320) -> tuple[bytes, tuple[int, int]]:
+    """A JPEG thumbnail of the image and its original (width, height)."""
+    img = open_image(path)
+    original = img.size
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue(), original
