@@ -49,7 +49,8 @@ body{font:14px/1.45 system-ui,sans-serif;margin:24px;background:#f6f7f9;color:#1
 h1{font-size:20px} .meta{color:#5b6475;font-size:12px}
 .sample{background:#fff;border:1px solid #dde1e8;border-radius:8px;margin:16px 0;padding:14px;
 display:grid;grid-template-columns:minmax(220px,340px) 1fr;gap:16px}
-.images figure{margin:0 0 10px} .images img{max-width:100%;border:1px solid #ccd;display:block}
+.images{display:flex;flex-wrap:wrap;gap:10px;align-content:flex-start}
+.images figure{margin:0;width:150px} .images img{max-width:100%;border:1px solid #ccd;display:block}
 figcaption{font-size:11px;color:#5b6475;word-break:break-all}
 .role{display:inline-block;font-size:11px;padding:1px 6px;border-radius:9px;background:#e4e9ff;color:#2b3f9e}
 .missing{padding:20px;background:#fff0f0;border:1px dashed #d55;color:#a22;font-size:12px}

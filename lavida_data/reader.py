@@ -66,7 +66,9 @@ def selected_rows(plan: DatasetPlan, seed: int) -> np.ndarray:
     if total is not None:
         kept = np.arange(total, dtype=np.int64)
     else:
-        parts = [b.column(ROW).to_numpy() for b in kept_batches(plan, columns=filter_cols)]
+        # a batch needs one column to carry its row count
+        columns = filter_cols or plan.read_columns(read_schema(plan.table))[:1]
+        parts = [b.column(ROW).to_numpy() for b in kept_batches(plan, columns=columns)]
         kept = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     return kept[strategy.select(len(kept), seed=seed, dataset=plan.name)]
 

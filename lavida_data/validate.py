@@ -9,7 +9,8 @@ offline, each table's schema; weight groups that no dataset uses).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 import yaml
@@ -21,7 +22,7 @@ from .filters import SCORE
 from .plan import DatasetPlan, make_plan
 from .registry import Converter, Registry
 from .registry import registry as default_registry
-from .tables import count_rows, read_schema
+from .tables import count_rows, read_schema, table_format
 from .yamlpos import Located, load_yaml, syntax_issue
 
 _TOP = ("datasets", "weights", "batch_sizes", "seed")
@@ -74,7 +75,7 @@ class _Checker:
             loc = tuple(rename.get(p, p) if isinstance(p, str) else p for p in e["loc"])
             if loc:
                 failed.add(str(loc[0]))
-            fld = prefix + ".".join(str(p) for p in loc) or None
+            fld = prefix + ".".join(str(p) for p in loc) if loc else prefix.rstrip(".") or None
             typ = e["type"]
             if typ == "extra_forbidden":
                 name = loc[-1]
@@ -93,7 +94,7 @@ class _Checker:
     # -- passes ----------------------------------------------------------------------------
     def run(self) -> Report:
         data = self.loc.data
-        self.report.errors.extend(self.loc.issues)
+        self.report.errors.extend(_in_dataset(i, data) for i in self.loc.issues)
         if not isinstance(data, dict):
             self.issue("a mixture file must be a mapping with a `datasets` list", ())
             return self.report
@@ -126,7 +127,7 @@ class _Checker:
     def dataset(self, i: int, raw: Any) -> tuple[DatasetSpec | None, Converter | None]:
         base = ("datasets", i)
         if not isinstance(raw, dict):
-            self.issue("a dataset entry must be a mapping", base)
+            self.issue("a dataset entry must be a mapping", base, dataset=f"datasets[{i}]")
             return None, None
         name = raw.get("name") if isinstance(raw.get("name"), str) else f"datasets[{i}]"
         rename = {"path": "json_path"} if "json_path" in raw and "path" not in raw else {}
@@ -152,7 +153,14 @@ class _Checker:
 
     def table_schema(self, base: tuple, raw: dict, name: str, failed: set[str]) -> list[str] | None:
         path_key = "path" if "path" in raw else "json_path"
-        if self.offline or "path" in failed or not isinstance(raw.get(path_key), str):
+        if "path" in failed or not isinstance(raw.get(path_key), str):
+            return None
+        try:  # the suffix picks the reader: check it offline too
+            table_format(raw[path_key])
+        except ValueError as e:
+            self.issue(str(e), base + (path_key,), dataset=name, fld=path_key)
+            return None
+        if self.offline:
             return None
         table = _resolve(self.loc.file, raw[path_key])
         try:
@@ -250,6 +258,8 @@ class _Checker:
                                base + ("sampling_strategy",), dataset=name, fld="sampling_strategy")
 
     def groups(self, data: dict, raw_sets: list) -> None:
+        if not raw_sets:  # no usable `datasets`: already reported, every group would look unused
+            return
         used = {(r.get("length_group") if isinstance(r, dict) and "length_group" in r else "default")
                 for r in raw_sets}
         used = {g for g in used if isinstance(g, str)}
@@ -262,6 +272,19 @@ class _Checker:
                     self.issue(f"{key} names length group {group!r}, which no dataset uses"
                                f"{suggest(str(group), used)}; groups in use: {', '.join(sorted(used))}",
                                (key, group), fld=f"{key}.{group}", key=True)
+
+
+def _in_dataset(item: Issue, data: Any) -> Issue:
+    """A YAML issue (duplicate key) inside a dataset entry, named like the other dataset issues:
+    the entry's name as ``dataset``, the field relative to the entry."""
+    m = re.fullmatch(r"datasets\.(\d+)\.(.+)", item.field or "")
+    sets = data.get("datasets") if isinstance(data, dict) else None
+    if m is None or not isinstance(sets, list) or int(m.group(1)) >= len(sets):
+        return item
+    i = int(m.group(1))
+    raw = sets[i]
+    name = raw.get("name") if isinstance(raw, dict) and isinstance(raw.get("name"), str) else f"datasets[{i}]"
+    return replace(item, dataset=name, field=m.group(2))
 
 
 _PLACEHOLDER = {"name": "x", "path": "x", "preprocess_fn": "x"}
@@ -281,7 +304,12 @@ def validate_text(text: str, file: str = "<string>", *, offline: bool = False,
     try:
         loc = load_yaml(text, file)
     except yaml.YAMLError as e:
-        return Report(file=file, errors=[syntax_issue(e, file)])
+        item = syntax_issue(e, file)
+        ctx, mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if ctx and mark is not None:  # where the unclosed or misindented construct began
+            item = replace(item, message=f"{item.message} ({ctx} that starts on line {mark.line + 1}, "
+                                         f"column {mark.column + 1})")
+        return Report(file=file, errors=[item])
     return _Checker(loc, registry or default_registry, offline).run()
 
 

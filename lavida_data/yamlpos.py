@@ -40,6 +40,9 @@ class Located:
         return self.values.get((), (1, 1))
 
 
+_PLAIN = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 class _Builder:
     def __init__(self, file: str):
         self.file = file
@@ -52,6 +55,8 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.out.values[path] = self._pos(node)
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN:
+            return self.constructor.construct_object(node, deep=True)  # !!set, !!omap, or refused
         if isinstance(node, yaml.MappingNode):
             self.constructor.flatten_mapping(node)  # merge keys (<<) as safe_load does
             result: dict[Any, Any] = {}

@@ -160,7 +160,7 @@ def _crop(v: Any) -> list[int]:
         raise SampleError("bad_value:crop_parms", f"crop_parms must be [top, left, height, width], got {v!r}")
     try:
         return [int(round(float(x))) for x in v]
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:  # OverflowError: inf
         raise SampleError("bad_value:crop_parms", f"crop_parms {v!r} is not four numbers") from e
 
 

@@ -103,12 +103,21 @@ def grounding_refcoco(row: Mapping[str, Any], ctx: ConvertContext) -> dict:
     }
 
 
+def _texts(row: Mapping[str, Any], key: str) -> list:
+    """A JSON list of texts, or one text: a plain text that merely starts with "[" (such as
+    "[photo] a cat") is one text, not malformed JSON."""
+    try:
+        return as_list(row.get(key), key)
+    except SampleError:
+        return [str(row.get(key)).strip()]
+
+
 @converter("preprocess_reflection_und", columns=["image", "prompts", "results"], aliases=["und_reflection"])
 def und_reflection(row: Mapping[str, Any], ctx: ConvertContext) -> dict:
     """Judge a generated image against its prompt. `prompts`/`results` may be lists of paired
     judgements; one pair is drawn per sample."""
-    prompts = as_list(row.get("prompts"), "prompts")
-    results = as_list(row.get("results"), "results")
+    prompts = _texts(row, "prompts")
+    results = _texts(row, "results")
     if not prompts or not results:
         raise SampleError("missing:prompts" if not prompts else "missing:results", "empty prompt or result")
     if len(prompts) != len(results):

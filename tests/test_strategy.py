@@ -1,0 +1,86 @@
+import random
+
+import numpy as np
+import pytest
+
+from lavida_data import SamplingStrategy
+from lavida_data.strategy import stable_hash
+
+
+@pytest.mark.parametrize(
+    "text, kind, count, percent",
+    [
+        ("all", "all", None, None),
+        ("full", "all", None, None),
+        ("FULL", "all", None, None),
+        ("first:10", "first", 10, None),
+        ("end:3", "end", 3, None),
+        ("random:200000", "random", 200000, None),
+        ("dup:2", "dup", 2, None),
+        ("first:50%", "first", None, "50"),
+        ("random:12.5%", "random", None, "12.5"),
+    ],
+)
+def test_parse(text, kind, count, percent):
+    s = SamplingStrategy.parse(text)
+    assert s.kind == kind and s.count == count
+    assert (str(s.percent) if s.percent is not None else None) == percent
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("foo:3", "unknown sampling strategy kind 'foo'"),
+        ("randm:3", "did you mean 'random'"),
+        ("fulll", "did you mean 'full'"),
+        ("dup:x", "positive integer or a percentage"),
+        ("first:-3", "positive integer or a percentage"),
+        ("end:0", "at least 1"),
+        ("first:150%", "(0%, 100%]"),
+        ("dup:50%", "dup takes an integer"),
+        ("all:3", "unknown sampling strategy kind 'all'"),
+    ],
+)
+def test_parse_errors(text, fragment):
+    with pytest.raises(ValueError) as e:
+        SamplingStrategy.parse(text)
+    assert fragment in str(e.value)
+
+
+def test_percent_rounds_up():
+    assert SamplingStrategy.parse("first:12.5%").resolve(10) == 2  # 1.25 -> 2
+    assert SamplingStrategy.parse("end:50%").resolve(7) == 4
+    assert SamplingStrategy.parse("random:100%").resolve(9) == 9
+
+
+def test_select_ranges():
+    assert SamplingStrategy.parse("first:3").select(10, seed=0, dataset="d").tolist() == [0, 1, 2]
+    assert SamplingStrategy.parse("first:30").select(10, seed=0, dataset="d").tolist() == list(range(10))
+    assert SamplingStrategy.parse("end:3").select(10, seed=0, dataset="d").tolist() == [7, 8, 9]
+    assert SamplingStrategy.parse("dup:3").select(4, seed=0, dataset="d").tolist() == [0, 1, 2, 3]
+    assert SamplingStrategy.parse("dup:3").repeat == 3
+
+
+def test_random_is_seeded_by_mixture_seed_not_global_state():
+    s = SamplingStrategy.parse("random:50")
+    np.random.seed(1)
+    random.seed(1)
+    a = s.select(1000, seed=42, dataset="laion")
+    np.random.seed(2)
+    random.seed(2)
+    b = s.select(1000, seed=42, dataset="laion")
+    assert a.tolist() == b.tolist()
+    assert len(set(a.tolist())) == 50 and a.tolist() == sorted(a.tolist())
+    assert a.tolist() != s.select(1000, seed=43, dataset="laion").tolist()
+    assert a.tolist() != s.select(1000, seed=42, dataset="coyo").tolist()
+
+
+def test_random_more_than_rows_is_an_error():
+    with pytest.raises(ValueError, match="asks for 11 rows but only 10 remain"):
+        SamplingStrategy.parse("random:11").select(10, seed=0, dataset="d")
+
+
+def test_stable_hash_is_stable():
+    # the same value in every process: a fixed function of the text, unlike hash()
+    assert stable_hash("laion") == stable_hash("laion") != stable_hash("coyo")
+    assert stable_hash("laion") < 2**64
