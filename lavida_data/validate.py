@@ -194,8 +194,9 @@ class _Checker:
         try:
             conv = self.registry.get(fn)
         except KeyError:
+            broken = "".join(f"; note: {e}" for e in self.registry.plugin_errors)
             self.issue(f"unknown preprocess_fn {fn!r}{suggest(fn, self.registry.names())}; "
-                       "`lavida-data converters` lists them", base + ("preprocess_fn",), dataset=name,
+                       f"`lavida-data converters` lists them{broken}", base + ("preprocess_fn",), dataset=name,
                        fld="preprocess_fn")
             return None, None
         kwargs = raw.get("process_fn_kwargs", {})
