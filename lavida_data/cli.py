@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -29,6 +30,11 @@ def _progress(enabled: bool):
     )
 
 
+@contextlib.contextmanager
+def _nothing():
+    yield
+
+
 def _print_issues(report) -> None:
     for i in report.errors:
         err.print(str(i), style="red", markup=False, soft_wrap=True)
@@ -39,7 +45,8 @@ def _print_issues(report) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .validate import validate_file
 
-    report = validate_file(args.config, offline=args.offline)
+    with err.status(f"validating {args.config}", spinner="dots") if sys.stderr.isatty() else _nothing():
+        report = validate_file(args.config, offline=args.offline)
     if args.json:
         _print_json(report.to_json())
     else:

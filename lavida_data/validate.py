@@ -80,7 +80,8 @@ class _Checker:
             if typ == "extra_forbidden":
                 name = loc[-1]
                 valid = sorted(choices(loc[:-1]))
-                msg = f"unknown key {name!r} in {what}{suggest(str(name), valid)}; valid keys: {', '.join(valid)}"
+                inside = f"`{prefix}{'.'.join(str(p) for p in loc[:-1])}`" if len(loc) > 1 else what  # nested
+                msg = f"unknown key {name!r} in {inside}{suggest(str(name), valid)}; valid keys: {', '.join(valid)}"
                 self.issue(msg, base + loc, dataset=dataset, fld=fld, key=True)
             elif typ == "missing":
                 self.issue(f"missing required key {loc[-1]!r}", base + loc[:-1], dataset=dataset, fld=fld)

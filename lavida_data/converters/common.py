@@ -17,7 +17,7 @@ T2I_HUMAN = "Generate an image with the caption: {caption} " + MICRO
 T2I_GPT = "Sure <image_gen>"
 PLAN_GPT = "Sure I should place the objects in the following manner {loc} {target}"
 GRANDF_HUMAN = "<image>\n Generate a dense image caption with bounding boxes in LOC format."
-REFCOCO_HUMAN = "<image>\nPlease locate {label} in this image. Give bounding boxes in LOC format."
+REFCOCO_HUMAN = "<image>\n Please locate {label} in this image. Give bounding boxes in LOC format."
 REFLECTION_HUMAN = (
     "<image>\nPlease evaluate this generated image based on the following prompt: {prompt} "
     "Focus on text alignment and compositionality."
