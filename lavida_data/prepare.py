@@ -1,0 +1,244 @@
+"""``lavida-data prepare``: each dataset's filtered table becomes MDS shards in its own folder.
+
+Idempotent and crash-safe: a dataset is skipped when its manifest's fingerprint (source size and
+etag or mtime, columns, filters, embedding) is unchanged; otherwise it is written into a private
+folder and put in place in one step (locally a rename; on S3 the manifest goes last and marks
+completion), so a run killed at any point and started again ends with the same shards as an
+uninterrupted one. Weights, ``dup``, ``random``, ``first``/``end``, converter options and the
+seed apply at load time: changing them needs no new preparation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from . import s3
+from .errors import SampleError
+from .images import read_image_bytes
+from .plan import DatasetPlan
+from .reader import Stats, kept_batches
+from .sample import IMAGE_ROLES, convert_row, image_paths
+from .shards import COLUMNS, EMBED_COLUMNS, INDEX, MANIFEST, ROWS, encode_row, join, pack_images, read_manifest
+from .tables import ROW, read_schema, source_info
+
+FORMAT_VERSION = 1
+DEFAULT_SHARD_SIZE = 64 << 20
+
+
+@dataclass
+class Prepared:
+    """The outcome for one dataset (``up_to_date`` when nothing had to be done)."""
+
+    name: str
+    path: str
+    fingerprint: str
+    rows_read: int
+    rows_kept: int
+    dropped: dict[str, int]
+    shards: int
+    up_to_date: bool = False
+    images_embedded: int = 0
+    images_missing: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "name"}
+
+
+def fingerprint(plan: DatasetPlan, schema: list[str], embed: bool, shard_size: int) -> tuple[str, dict]:
+    """What the shards depend on, and its hash."""
+    info = source_info(plan.table)
+    what = {
+        "format": FORMAT_VERSION,
+        "table": plan.table,
+        "size": info["size"],
+        "version": info["etag"] or info["mtime"],
+        "columns": plan.read_columns(schema),
+        "filters": asdict(plan.filters),
+        "shard_size": shard_size,
+        "embed": embed,
+    }
+    if embed:  # which images are embedded depends on how the converter resolves them
+        what["images"] = {"converter": plan.converter.name, "options": plan.options.model_dump(mode="json"),
+                          "image_root": plan.image_root}
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return digest, what
+
+
+def _fetch(path: str, retries: int = 4, backoff: float = 0.2) -> bytes:
+    for attempt in range(retries + 1):
+        try:
+            return read_image_bytes(path)
+        except (FileNotFoundError, PermissionError, ValueError):
+            raise
+        except OSError:
+            if attempt == retries:
+                raise
+            time.sleep(backoff * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _images_of(plan: DatasetPlan, rec: dict, row_index: int, position: int) -> list[str]:
+    try:
+        sample = convert_row(plan.converter, plan.options, rec, dataset=plan.name, row_index=row_index, seed=0,
+                             position=position, image_root=plan.image_root)
+    except SampleError:
+        return []  # the loader skips and counts it
+    return [p for role in IMAGE_ROLES for p in image_paths(sample, role)]
+
+
+def _write(plan: DatasetPlan, work: str, columns: list[str], *, embed: bool, shard_size: int,
+           pool: ThreadPoolExecutor | None, on_rows: Callable[[int], None] | None) -> tuple[Stats, int, dict]:
+    from streaming import MDSWriter
+
+    stats = Stats()
+    rows: list[np.ndarray] = []
+    embedded, missing = 0, {}
+    position = 0
+    with MDSWriter(out=work, columns=EMBED_COLUMNS if embed else COLUMNS, size_limit=shard_size) as writer:
+        for batch in kept_batches(plan, columns=columns, stats=stats):
+            recs = batch.to_pylist()
+            idx = batch.column(ROW).to_numpy()
+            rows.append(idx)
+            blobs: list[bytes] = [b""] * len(recs)
+            if embed and pool is not None:
+                wanted = [_images_of(plan, r, int(i), position + k) for k, (r, i) in enumerate(zip(recs, idx))]
+                unique = list(dict.fromkeys(p for ps in wanted for p in ps))
+                futures = {p: pool.submit(_fetch, p) for p in unique}
+                got: dict[str, bytes] = {}
+                for p, fut in futures.items():
+                    try:
+                        got[p] = fut.result()
+                    except Exception as e:  # fetched again (and counted) at load time
+                        missing[type(e).__name__] = missing.get(type(e).__name__, 0) + 1
+                blobs = [pack_images({p: got[p] for p in ps if p in got}) for ps in wanted]
+                embedded += sum(len(ps) for ps in wanted)
+            for rec, blob in zip(recs, blobs):
+                i = rec.pop(ROW)
+                item = {"row_index": i, "row": encode_row(rec)}
+                if embed:
+                    item["images"] = blob
+                writer.write(item)
+            position += len(recs)
+            if on_rows is not None:
+                on_rows(batch.num_rows)
+    np.save(os.path.join(work, ROWS), np.concatenate(rows) if rows else np.zeros(0, np.int64), allow_pickle=False)
+    return stats, embedded, missing
+
+
+def prepare_dataset(plan: DatasetPlan, out: str, *, embed: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
+                    on_rows: Callable[[int], None] | None = None, fetch_workers: int = 16) -> Prepared:
+    """Prepare one dataset into ``{out}/{name}`` unless its manifest is up to date."""
+    dest = join(out, plan.name)
+    schema = read_schema(plan.table)
+    digest, what = fingerprint(plan, schema, embed, shard_size)
+    old = read_manifest(dest)
+    if old is not None and old.get("fingerprint") == digest:
+        return Prepared(plan.name, dest, digest, old["rows_read"], old["rows_kept"], old["dropped"],
+                        old["shards"], up_to_date=True, images_embedded=old.get("images_embedded", 0),
+                        images_missing=old.get("images_missing", {}))
+    local = not s3.is_s3(out)
+    if local:
+        os.makedirs(out, exist_ok=True)
+        work = os.path.join(out, f".{plan.name}.partial")
+    else:
+        import tempfile
+
+        work = os.path.join(tempfile.mkdtemp(prefix="lavida-prepare-"), plan.name)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    pool = ThreadPoolExecutor(max_workers=fetch_workers) if embed else None
+    try:
+        stats, embedded, missing = _write(plan, work, what["columns"], embed=embed, shard_size=shard_size,
+                                          pool=pool, on_rows=on_rows)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    with open(os.path.join(work, INDEX), encoding="utf-8") as f:
+        n_shards = len(json.load(f)["shards"])
+    manifest = {
+        "dataset": plan.name,
+        "fingerprint": digest,
+        "source": {"path": plan.table, "size": what["size"], "version": what["version"]},
+        "columns": what["columns"],
+        "filters": what["filters"],
+        "embed_images": embed,
+        "rows_read": stats.rows_read,
+        "rows_kept": stats.rows_kept,
+        "dropped": {k: v for k, v in sorted(stats.dropped.items()) if v},
+        "shards": n_shards,
+        "images_embedded": embedded,
+        "images_missing": missing,
+    }
+    with open(os.path.join(work, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+    if local:
+        _commit_local(work, dest)
+    else:
+        _commit_s3(work, dest)
+        shutil.rmtree(os.path.dirname(work), ignore_errors=True)
+    return Prepared(plan.name, dest, digest, stats.rows_read, stats.rows_kept, manifest["dropped"], n_shards,
+                    images_embedded=embedded, images_missing=missing)
+
+
+def _commit_local(work: str, dest: str) -> None:
+    old = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(dest):
+        os.rename(dest, old)
+    os.rename(work, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _commit_s3(work: str, dest: str) -> None:
+    """Upload shards first, then the index, the row map, and the manifest last."""
+    bucket, prefix = s3.split(dest + "/")
+    client = s3.client()
+    client.delete_object(Bucket=bucket, Key=prefix + MANIFEST)  # incomplete until the manifest is back
+    names = sorted(os.listdir(work))
+    last = [INDEX, ROWS, MANIFEST]
+    for name in [n for n in names if n not in last] + last:
+        client.upload_file(os.path.join(work, name), bucket, prefix + name)
+    keep = {prefix + n for n in names}
+    stale = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+             for o in page.get("Contents", []) if o["Key"] not in keep and "/" not in o["Key"][len(prefix):]]
+    for key in stale:
+        client.delete_object(Bucket=bucket, Key=key)
+
+
+def _prepare_one(args: tuple) -> Prepared:
+    plan, out, embed, shard_size = args
+    return prepare_dataset(plan, out, embed=embed, shard_size=shard_size)
+
+
+def prepare(plans: Iterable[DatasetPlan], out: str, *, workers: int = 1, embed: bool = False,
+            shard_size: int = DEFAULT_SHARD_SIZE, on_done: Callable[[Prepared], None] | None = None,
+            on_rows: Callable[[str, int], None] | None = None) -> dict[str, Prepared]:
+    """Prepare every dataset (``workers`` at a time, in separate processes)."""
+    plans = list(plans)
+    results: dict[str, Prepared] = {}
+    if workers <= 1:
+        for plan in plans:
+            cb = (lambda n, name=plan.name: on_rows(name, n)) if on_rows else None
+            results[plan.name] = r = prepare_dataset(plan, out, embed=embed, shard_size=shard_size, on_rows=cb)
+            if on_done:
+                on_done(r)
+        return results
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        futures = {ex.submit(_prepare_one, (p, out, embed, shard_size)): p.name for p in plans}
+        for fut in as_completed(futures):
+            results[futures[fut]] = r = fut.result()
+            if on_done:
+                on_done(r)
+    return {p.name: results[p.name] for p in plans}

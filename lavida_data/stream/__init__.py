@@ -1,0 +1,1 @@
+"""Streaming prepared datasets: the epoch's mixture, the global order, the loader."""

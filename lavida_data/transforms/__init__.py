@@ -1,0 +1,1 @@
+"""Load-time transforms: images (pixels, micro-conditions) and tokenisation."""
