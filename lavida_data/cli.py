@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--json", action="store_true")
     pv.add_argument("--html", metavar="OUT.html", help="write a page showing each sample's images and text")
     pv.set_defaults(fn=cmd_preview)
+
+    from .cli_stream import add_commands
+
+    add_commands(sub)
     return p
 
 

@@ -49,7 +49,12 @@ case "$cmd" in
       name="$(basename "$mix" .yaml)"
       "$VENV/bin/lavida-data" preview "$mix" -n 3 --html "$out/preview-$name.html" --json > "$out/preview-$name.json"
     done
-    echo "== demo done: open $out/preview-*.html to look at the samples" >&2
+    # prepare the demo mixture into MDS shards, then stream tokenized batches from them
+    "$VENV/bin/lavida-data" prepare examples/mixtures/demo.yaml --out "$out/prepared" --json > "$out/prepare.json"
+    "$VENV/bin/lavida-data" order examples/mixtures/demo.yaml --prepared "$out/prepared" --batch-size 8 -n 16
+    "$VENV/bin/lavida-data" stream examples/mixtures/demo.yaml --prepared "$out/prepared" --tiny-tokenizer \
+      -n 128 --batch-size 8 --workers 2 --json | tee "$out/stream.json"
+    echo "== demo done: open $out/preview-*.html to look at the samples; shards in $out/prepared" >&2
     ;;
   test)
     setup_venv

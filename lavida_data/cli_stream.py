@@ -1,0 +1,161 @@
+"""``lavida-data prepare``, ``order`` and ``stream``: from tables to shards to batches."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+
+err = Console(stderr=True, highlight=False)
+
+
+def _report(args: argparse.Namespace):
+    from .cli import _print_issues
+    from .validate import validate_file
+
+    report = validate_file(args.config)
+    if not report.valid:
+        _print_issues(report)
+    return report
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b")
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .cli import _print_json, _progress
+    from .prepare import prepare
+
+    report = _report(args)
+    if not report.valid:
+        return 1
+    plans = list(report.plans.values())
+    with _progress(not args.json and sys.stderr.isatty()) as bar:
+        tasks = {p.name: bar.add_task(p.name, total=None) for p in plans}
+        results = prepare(
+            plans, args.out, workers=args.workers, embed=args.embed_images, shard_size=_size(args.shard_size),
+            on_rows=lambda name, n: bar.advance(tasks[name], n),
+            on_done=lambda r: bar.update(tasks[r.name], total=r.rows_read, completed=r.rows_read),
+        )
+    if args.json:
+        _print_json({"datasets": {n: r.to_json() for n, r in results.items()}})
+    else:
+        for n, r in results.items():
+            state = "up to date" if r.up_to_date else f"{r.shards} shard(s)"
+            dropped = f", dropped {r.dropped}" if r.dropped else ""
+            err.print(f"{n}: {r.rows_kept}/{r.rows_read} rows kept{dropped}; {state} -> {r.path}", markup=False)
+    return 0
+
+
+def cmd_order(args: argparse.Namespace) -> int:
+    from .cli import _print_json
+    from .stream.order import global_order
+
+    report = _report(args)
+    if not report.valid:
+        return 1
+    ids = global_order(report.mixture, report.plans, args.prepared, batch_size=args.batch_size,
+                       world_size=args.world_size, seed=args.seed, epoch=args.epoch)
+    part = ids[args.start: None if args.n is None else args.start + args.n]
+    if args.json:
+        _print_json(part)
+    else:
+        for k, i in enumerate(part, args.start):
+            print(f"{k}\t{k // args.batch_size}\t{i}")
+    return 0
+
+
+def tiny_tokenizer_dir() -> str:
+    """The small test tokenizer, built once into the cache folder."""
+    import tempfile
+
+    from .tokenizer import build_tiny_tokenizer
+
+    path = os.path.join(os.environ.get("LAVIDA_CACHE") or os.path.join(tempfile.gettempdir(), "lavida-cache"),
+                        "tiny-tokenizer")
+    if not os.path.exists(os.path.join(path, "tokenizer.json")):
+        build_tiny_tokenizer(path)
+    return path
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from .cli import _print_json
+    from .stream.loader import build_dataloader, build_dataset
+
+    report = _report(args)
+    if not report.valid:
+        return 1
+    tokenizer = args.tokenizer or (tiny_tokenizer_dir() if args.tiny_tokenizer else None)
+    process: dict[str, Any] = {"image": {"gen_size": args.gen_size}}
+    if tokenizer:
+        process["tokenize"] = {"tokenizer": tokenizer, "gen_tokens": (args.gen_size // 16) ** 2,
+                               "max_length": args.max_length, "truncate": "right"}
+    dataset = build_dataset(report, args.prepared, batch_size=args.batch_size, process=process)
+    loader = build_dataloader(dataset, num_workers=args.workers)
+    start = time.perf_counter()
+    first = None
+    samples = kept = 0
+    while samples < args.n:  # as many epochs as it takes
+        for batch in loader:
+            if first is None:
+                first = time.perf_counter() - start
+            samples += len(batch["ids"]) + len(batch["skipped"])
+            kept += len(batch["ids"])
+            if samples >= args.n:
+                break
+    seconds = time.perf_counter() - start
+    out = {"samples": samples, "kept": kept, "seconds": round(seconds, 4),
+           "samples_per_s": round(samples / seconds, 2) if seconds else None,
+           "first_batch_s": round(first, 4) if first is not None else None, "bad": loader.bad_counts(),
+           "tokenized": bool(tokenizer)}
+    if args.json:
+        _print_json(out)
+    else:
+        err.print(f"{samples} samples ({kept} kept) in {seconds:.2f}s: {out['samples_per_s']} samples/s, "
+                  f"first batch after {out['first_batch_s']}s; bad: {out['bad'] or 'none'}", markup=False)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("prepare", help="turn each dataset's filtered table into MDS shards")
+    p.add_argument("config")
+    p.add_argument("--out", required=True, help="folder or s3://bucket/prefix")
+    p.add_argument("--workers", type=int, default=1, help="datasets prepared at once (processes)")
+    p.add_argument("--embed-images", action="store_true", help="store the referenced images in the shards")
+    p.add_argument("--shard-size", default="64MB", help="shard size limit (default 64MB)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_prepare)
+
+    o = sub.add_parser("order", help="the global sample ids in training order, without decoding")
+    o.add_argument("config")
+    o.add_argument("--prepared", required=True)
+    o.add_argument("--seed", type=int, help="override the mixture's seed")
+    o.add_argument("--batch-size", type=int, default=1, help="global batch size (per-device batch x world size)")
+    o.add_argument("--world-size", type=int, default=1)
+    o.add_argument("--epoch", type=int, default=0)
+    o.add_argument("--start", type=int, default=0, help="first sample to list")
+    o.add_argument("-n", type=int, help="how many (default: to the end of the epoch)")
+    o.add_argument("--json", action="store_true")
+    o.set_defaults(fn=cmd_order)
+
+    s = sub.add_parser("stream", help="pull samples through the real loader and measure it")
+    s.add_argument("config")
+    s.add_argument("--prepared", required=True)
+    s.add_argument("-n", type=int, default=256, help="samples to pull (default 256)")
+    s.add_argument("--batch-size", type=int, default=8, help="per-device batch size")
+    s.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    s.add_argument("--tokenizer", help="a Hugging Face tokenizer folder (LLaDA's)")
+    s.add_argument("--tiny-tokenizer", action="store_true", help="use the small built-in test tokenizer")
+    s.add_argument("--gen-size", type=int, choices=(256, 512, 1024), default=256)
+    s.add_argument("--max-length", type=int, default=4096)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_stream)
