@@ -55,20 +55,21 @@ class MixtureLoader(StreamingDataLoader):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.bad: dict[str, Counter] = {}
-        self._started = False
+        self._active = False  # an epoch's iteration began and has not finished
 
     def _get_batch_size(self, batch: Any) -> int:
         return len(batch["ids"]) + len(batch["skipped"])
 
     def __iter__(self) -> Iterator[Any]:
-        self._started = True
+        self._active = True
         for batch in super().__iter__():
             for s in batch["skipped"]:
                 self.bad.setdefault(s["dataset"], Counter())[s["reason"]] += 1
             yield batch
+        self._active = False
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
-        if self._started and self._iterator is not None:
+        if self._active:
             raise LavidaDataError(
                 "load_state_dict() after iteration began: the workers already hold their work for this epoch. "
                 "Load the state before the first batch (or build a new loader)."
