@@ -80,6 +80,21 @@ class MixtureLoader(StreamingDataLoader):
         return {d: dict(c) for d, c in sorted(self.bad.items())}
 
 
+def die_with_parent(_worker_id: int = 0) -> None:
+    """Worker init: on Linux, a worker dies with its parent. Otherwise a SIGKILLed run leaves its
+    workers (kept alive by streaming's download threads) and their shared memory behind."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def build_dataloader(dataset: MixtureDataset, *, batch_size: int | None = None, num_workers: int = 2,
                      pin_memory: bool = False, prefetch_factor: int | None = None,
                      persistent_workers: bool = False) -> MixtureLoader:
@@ -93,7 +108,7 @@ def build_dataloader(dataset: MixtureDataset, *, batch_size: int | None = None, 
         pad_id = tok.token_ids.pad
     return MixtureLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-        collate_fn=partial(collate_samples, pad_id=pad_id),
+        collate_fn=partial(collate_samples, pad_id=pad_id), worker_init_fn=die_with_parent,
         prefetch_factor=prefetch_factor if num_workers else None,
         persistent_workers=persistent_workers and num_workers > 0,
     )
