@@ -20,10 +20,26 @@ from .strategy import SamplingStrategy
 from .tables import iter_batches, read_schema
 from .validate import Report, load_mixture, validate_file, validate_text
 
+
+def __getattr__(name: str):
+    """Streaming parts import torch and mosaicml-streaming: load them on first use."""
+    lazy = {
+        "build_dataset": "lavida_data.stream.loader", "build_dataloader": "lavida_data.stream.loader",
+        "LoaderConfig": "lavida_data.stream.dataset", "MixtureDataset": "lavida_data.stream.dataset",
+        "ProcessConfig": "lavida_data.stream.process", "global_order": "lavida_data.stream.order",
+        "prepare": "lavida_data.prepare",
+    }
+    if name in lazy:
+        import importlib
+
+        return getattr(importlib.import_module(lazy[name]), name)
+    raise AttributeError(f"module 'lavida_data' has no attribute {name!r}")
+
 __all__ = [
     "ConfigError", "ConvertContext", "Converter", "DatasetPlan", "DatasetSpec", "Issue", "LavidaDataError",
     "MaxEncImages", "Mixture", "NoOptions", "Registry", "Report", "SampleError", "SamplingStrategy", "Stats",
-    "__version__", "convert_row", "converter", "iter_batches", "iter_rows", "iter_samples", "load_mixture",
+    "__version__", "build_dataloader", "build_dataset", "global_order", "LoaderConfig", "MixtureDataset",
+    "prepare", "ProcessConfig", "convert_row", "converter", "iter_batches", "iter_rows", "iter_samples", "load_mixture",
     "read_schema", "registry", "sample_id", "sample_np_rng", "sample_rng", "selected_rows", "validate_file",
     "validate_text",
 ]
