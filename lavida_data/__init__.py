@@ -27,7 +27,6 @@ def __getattr__(name: str):
         "build_dataset": "lavida_data.stream.loader", "build_dataloader": "lavida_data.stream.loader",
         "LoaderConfig": "lavida_data.stream.dataset", "MixtureDataset": "lavida_data.stream.dataset",
         "ProcessConfig": "lavida_data.stream.process", "global_order": "lavida_data.stream.order",
-        "prepare": "lavida_data.prepare",
     }
     if name in lazy:
         import importlib
@@ -39,7 +38,7 @@ __all__ = [
     "ConfigError", "ConvertContext", "Converter", "DatasetPlan", "DatasetSpec", "Issue", "LavidaDataError",
     "MaxEncImages", "Mixture", "NoOptions", "Registry", "Report", "SampleError", "SamplingStrategy", "Stats",
     "__version__", "build_dataloader", "build_dataset", "global_order", "LoaderConfig", "MixtureDataset",
-    "prepare", "ProcessConfig", "convert_row", "converter", "iter_batches", "iter_rows", "iter_samples", "load_mixture",
+    "ProcessConfig", "convert_row", "converter", "iter_batches", "iter_rows", "iter_samples", "load_mixture",
     "read_schema", "registry", "sample_id", "sample_np_rng", "sample_rng", "selected_rows", "validate_file",
     "validate_text",
 ]

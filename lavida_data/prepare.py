@@ -119,8 +119,9 @@ def _write(plan: DatasetPlan, work: str, columns: list[str], *, embed: bool, sha
                         got[p] = fut.result()
                     except Exception as e:  # fetched again (and counted) at load time
                         missing[type(e).__name__] = missing.get(type(e).__name__, 0) + 1
-                blobs = [pack_images({p: got[p] for p in ps if p in got}) for ps in wanted]
-                embedded += sum(len(ps) for ps in wanted)
+                stored = [{p: got[p] for p in ps if p in got} for ps in wanted]
+                blobs = [pack_images(imgs) for imgs in stored]
+                embedded += sum(len(imgs) for imgs in stored)  # not the missing ones
             for rec, blob in zip(recs, blobs):
                 i = rec.pop(ROW)
                 item = {"row_index": i, "row": encode_row(rec)}
@@ -214,8 +215,21 @@ def _commit_s3(work: str, dest: str) -> None:
         client.delete_object(Bucket=bucket, Key=key)
 
 
+def _plan_args(plan: DatasetPlan) -> tuple:
+    """A plan as picklable parts: a Converter (functions, lambdas) cannot cross to a spawned process."""
+    return plan.spec, plan.converter.name, getattr(plan.converter.fn, "__module__", None), plan.table, plan.image_root
+
+
 def _prepare_one(args: tuple) -> Prepared:
-    plan, out, embed, shard_size = args
+    (spec, conv_name, conv_module, table, image_root), out, embed, shard_size = args
+    import importlib
+
+    from .registry import registry
+
+    if conv_name not in registry and conv_module and conv_module != "__main__":
+        importlib.import_module(conv_module)  # a converter registered by the caller's own module
+    conv = registry.get(conv_name)
+    plan = DatasetPlan(spec, conv, conv.parse_options(spec.process_fn_kwargs), table, image_root)
     return prepare_dataset(plan, out, embed=embed, shard_size=shard_size)
 
 
@@ -236,7 +250,7 @@ def prepare(plans: Iterable[DatasetPlan], out: str, *, workers: int = 1, embed: 
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-        futures = {ex.submit(_prepare_one, (p, out, embed, shard_size)): p.name for p in plans}
+        futures = {ex.submit(_prepare_one, (_plan_args(p), out, embed, shard_size)): p.name for p in plans}
         for fut in as_completed(futures):
             results[futures[fut]] = r = fut.result()
             if on_done:
