@@ -143,6 +143,9 @@ def prepare_dataset(plan: DatasetPlan, out: str, *, embed: bool = False, shard_s
     digest, what = fingerprint(plan, schema, embed, shard_size)
     old = read_manifest(dest)
     if old is not None and old.get("fingerprint") == digest:
+        if not s3.is_s3(out):  # what a run killed after its final rename left behind
+            for leftover in (f".{plan.name}.old", f".{plan.name}.partial"):
+                shutil.rmtree(os.path.join(out, leftover), ignore_errors=True)
         return Prepared(plan.name, dest, digest, old["rows_read"], old["rows_kept"], old["dropped"],
                         old["shards"], up_to_date=True, images_embedded=old.get("images_embedded", 0),
                         images_missing=old.get("images_missing", {}))

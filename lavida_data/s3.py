@@ -12,7 +12,8 @@ import os
 import threading
 from typing import Any
 
-_local = threading.local()
+_clients: dict = {}
+_lock = threading.Lock()
 
 
 def is_s3(path: str) -> bool:
@@ -33,21 +34,19 @@ def endpoint_url() -> str | None:
 
 
 def client() -> Any:
-    """A boto3 S3 client for this thread and process (clients are not fork-safe)."""
+    """A boto3 S3 client for this process (clients are thread-safe, not fork-safe)."""
     key = (os.getpid(), endpoint_url())
-    cache = getattr(_local, "clients", None)
-    if cache is None:
-        cache = _local.clients = {}
-    if key not in cache:
-        import boto3
-        from botocore.config import Config
+    with _lock:
+        if key not in _clients:
+            import boto3
+            from botocore.config import Config
 
-        cache[key] = boto3.session.Session().client(
-            "s3",
-            endpoint_url=key[1],
-            config=Config(retries={"max_attempts": 5, "mode": "adaptive"}),
-        )
-    return cache[key]
+            _clients[key] = boto3.session.Session().client(
+                "s3",
+                endpoint_url=key[1],
+                config=Config(retries={"max_attempts": 5, "mode": "adaptive"}, max_pool_connections=32),
+            )
+        return _clients[key]
 
 
 def _translate(e: Exception, uri: str) -> Exception:
