@@ -1,0 +1,61 @@
+"""Training callbacks: one JSON line per batch, so a loss spike can be traced to its samples."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+
+class MetricsJsonl(Callback):
+    """Appends ``{batch, loss, text_loss, image_loss, mask_ratio, lr, sample_ids, skipped}`` to
+    ``{save_folder}/metrics.jsonl`` after every batch (sample ids of every rank, rank 0 writes).
+    A resumed run appends after the last checkpointed batch, dropping lines of batches that the
+    resume replays."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if dist.get_global_rank() != 0 or not os.path.exists(self.path):
+            return
+        done = int(state.timestamp.batch)
+        with open(self.path, encoding="utf-8") as f:
+            kept = [line for line in f if line.strip() and json.loads(line)["batch"] <= done]
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        last = getattr(state.model, "last", None) or getattr(getattr(state.model, "module", None), "last", {})
+        ids = dist.all_gather_object(last.get("sample_ids", []))
+        skipped = dist.all_gather_object(last.get("skipped", []))
+        losses = dist.all_gather_object({k: last.get(k) for k in ("loss", "text_loss", "image_loss", "mask_ratio")})
+        if dist.get_global_rank() != 0:
+            return
+        line = {"batch": int(state.timestamp.batch), "epoch": int(state.timestamp.epoch)}
+        for k in ("loss", "text_loss", "image_loss", "mask_ratio"):
+            vals = [x[k] for x in losses if x.get(k) is not None]
+            line[k] = sum(vals) / len(vals) if vals else None
+        line["lr"] = [g["lr"] for g in state.optimizers[0].param_groups] if state.optimizers else None
+        line["sample_ids"] = [i for rank in ids for i in rank]
+        line["skipped"] = [s for rank in skipped for s in rank]
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+        logger.log_metrics({f"train/{k}": v for k, v in line.items() if isinstance(v, float)})
+
+
+class DieAtBatch(Callback):
+    """Test hook: SIGKILL this process at the end of a batch (``LAVIDA_DIE_AT_BATCH``), as a node
+    failure would, to prove that autoresume continues exactly."""
+
+    def __init__(self, batch: int):
+        self.batch = batch
+
+    def batch_checkpoint(self, state: State, logger: Logger) -> None:
+        if int(state.timestamp.batch) == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)

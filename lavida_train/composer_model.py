@@ -1,0 +1,134 @@
+"""LaViDa-O as a Composer model: images to VQ ids, masking, the model, the objective."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from composer.models import ComposerModel
+
+from . import objective as obj
+
+
+class LavidaComposerModel(ComposerModel):
+    """``forward`` masks the batch and runs the model; ``loss`` is text + image loss.
+
+    ``train`` carries the stage's objective settings (time policy, text loss switch, prompt and
+    edit-source drop, edit reweighting, plan samples). The last micro-batch's losses, mask ratio
+    and sample ids are kept in ``last`` for logging.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, text_mask_id: int, train: Any):
+        super().__init__()
+        self.model = model
+        self.text_mask_id = text_mask_id
+        self.train_cfg = train
+        self.last: dict[str, Any] = {}
+
+    # -- inputs -----------------------------------------------------------------------------
+    def _gen_pixels(self, batch: dict) -> list[torch.Tensor]:
+        px = batch.get("gen_pixels")
+        if px is None:
+            return []
+        if isinstance(px, torch.Tensor):
+            return list(px)
+        return [p for p in px if p is not None]
+
+    def _enc_pixels(self, batch: dict) -> list[torch.Tensor]:
+        return [p for per in batch.get("gen_enc_pixels") or [] for p in per]
+
+    def _vq(self, pixels: list[torch.Tensor]) -> torch.Tensor | None:
+        if not pixels:
+            return None
+        return self.model.vq.encode_ids(torch.stack(pixels).float())
+
+    def forward(self, batch: dict) -> dict:
+        cfg = self.train_cfg
+        input_ids, labels = batch["input_ids"], batch["labels"]
+        device = input_ids.device
+        n = input_ids.shape[0]
+        if n == 0:  # every sample of this micro-batch was bad: a zero loss that still syncs
+            return {"empty": True}
+        gen_mask = batch.get("gen_mask", torch.zeros_like(input_ids, dtype=torch.bool))
+        enc_mask = batch.get("gen_enc_mask", torch.zeros_like(input_ids, dtype=torch.bool))
+        gen_px, enc_px = self._gen_pixels(batch), self._enc_pixels(batch)
+        gen_ids, enc_ids = self._vq(gen_px), self._vq(enc_px)
+        plan = torch.tensor([bool(p) for p in batch.get("plan") or [False] * n], device=device)
+        keep = plan & (torch.rand(n, device=device) < cfg.plan_unmasked_prob)
+        t_text = obj.sample_times(n, cfg.time_policy, device=device, **self._tp())
+        masked_input, text_masked = obj.mask_text(input_ids, labels, t_text, self.text_mask_id, keep)
+        out: dict[str, Any] = {"text_masked": text_masked}
+        masked_gen = None
+        if gen_ids is not None:
+            t_img = obj.sample_times(len(gen_ids), cfg.time_policy, device=device, **self._tp())
+            masked_gen, out["image_masked"] = obj.mask_image(gen_ids, t_img, self.model.config.image_mask_id)
+            out["gen_ids"] = gen_ids
+            out["image_weights"] = self._edit_weights(batch, gen_px, enc_px, gen_ids)
+        if enc_ids is not None and cfg.edit_source_drop > 0:
+            per_sample = [len(p) for p in batch.get("gen_enc_pixels") or []]
+            drop = torch.rand(len(per_sample), device=device) < cfg.edit_source_drop
+            drop_per_image = torch.repeat_interleave(drop, torch.tensor(per_sample, device=device))
+            enc_ids = enc_ids.masked_fill(drop_per_image.view(-1, 1, 1), self.model.config.image_mask_id)
+        embed_mask = obj.prompt_drop(labels, gen_mask, enc_mask, cfg.prompt_drop)
+        result = self.model(
+            masked_input, gen_ids=masked_gen, gen_mask=gen_mask, enc_ids=enc_ids, gen_enc_mask=enc_mask,
+            und_pixels=batch.get("und_pixels"), und_sizes=batch.get("und_sizes"), embed_mask=embed_mask,
+            text_mask_id=self.text_mask_id,
+        )
+        out.update(result)
+        return out
+
+    def _tp(self) -> dict:
+        cfg = self.train_cfg
+        return {"mean": getattr(cfg, "logit_normal_mean", 0.0), "std": getattr(cfg, "logit_normal_std", 1.0)}
+
+    def _edit_weights(self, batch, gen_px, enc_px, gen_ids) -> torch.Tensor | None:
+        flags = batch.get("edit_reweight") or []
+        if not any(flags):
+            return None
+        weights = torch.ones(gen_ids.shape, device=gen_ids.device)
+        gen_i = enc_i = 0
+        sources = batch.get("gen_enc_pixels") or [[] for _ in flags]
+        has_gen = [p is not None for p in batch["gen_pixels"]] if isinstance(batch.get("gen_pixels"), list) \
+            else [True] * len(flags)
+        for k, flag in enumerate(flags):
+            n_src = len(sources[k]) if k < len(sources) else 0
+            if has_gen[k]:
+                if flag and n_src == 1:
+                    weights[gen_i] = obj.edit_weights(enc_px[enc_i], gen_px[gen_i], gen_ids.shape[-1])
+                gen_i += 1
+            enc_i += n_src
+        return weights
+
+    # -- loss -------------------------------------------------------------------------------
+    def loss(self, outputs: dict, batch: dict) -> torch.Tensor:
+        if outputs.get("empty"):
+            zero = sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
+            self.last = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0, "mask_ratio": 0.0,
+                         "image_mask_ratio": None, "sample_ids": [], "skipped": list(batch.get("skipped") or [])}
+            return zero
+        labels = batch["labels"]
+        tl = obj.text_loss(outputs["text_logits"], labels, outputs["text_masked"])
+        if "image_logits" in outputs and outputs.get("gen_ids") is not None:
+            il = obj.image_loss(outputs["image_logits"], outputs["gen_ids"], outputs["image_masked"],
+                                outputs.get("image_weights"))
+        else:
+            il = outputs["text_logits"].sum() * 0.0
+        total = (tl if self.train_cfg.text_loss else tl.detach() * 0.0) + il
+        answer = (labels != obj.IGNORE).sum().clamp_min(1)
+        self.last = {
+            "loss": float(total.detach()),
+            "text_loss": float(tl.detach()),
+            "image_loss": float(il.detach()),
+            "mask_ratio": float(outputs["text_masked"].sum() / answer),
+            "image_mask_ratio": float(outputs["image_masked"].float().mean()) if "image_masked" in outputs else None,
+            "sample_ids": list(batch.get("ids") or []),
+            "skipped": list(batch.get("skipped") or []),
+        }
+        return total
+
+    def eval_forward(self, batch: dict, outputs: Any | None = None) -> Any:
+        return outputs if outputs is not None else self.forward(batch)
+
+    def get_metrics(self, is_train: bool = False) -> dict:
+        return {}
