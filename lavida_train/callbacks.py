@@ -6,6 +6,8 @@ import json
 import os
 import signal
 
+import torch
+
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
@@ -59,3 +61,14 @@ class DieAtBatch(Callback):
     def batch_checkpoint(self, state: State, logger: Logger) -> None:
         if int(state.timestamp.batch) == self.batch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ZeroUnusedGrads(Callback):
+    """Give every trainable parameter a gradient each step (zeros when the batch did not use it:
+    an up-sampling layer at 256 px, the vision path in a batch without understanding images), so
+    the optimizer holds state for every parameter and checkpoints load back exactly."""
+
+    def after_backward(self, state: State, logger: Logger) -> None:
+        for p in state.model.parameters():
+            if p.requires_grad and p.grad is None:
+                p.grad = torch.zeros_like(p)

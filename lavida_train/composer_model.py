@@ -18,8 +18,9 @@ class LavidaComposerModel(ComposerModel):
     and sample ids are kept in ``last`` for logging.
     """
 
-    def __init__(self, model: torch.nn.Module, *, text_mask_id: int, train: Any):
+    def __init__(self, model: torch.nn.Module, *, text_mask_id: int, train: Any, seed: int = 0):
         super().__init__()
+        self.seed = seed
         self.model = model
         self.text_mask_id = text_mask_id
         self.train_cfg = train
@@ -51,25 +52,26 @@ class LavidaComposerModel(ComposerModel):
             return {"empty": True}
         gen_mask = batch.get("gen_mask", torch.zeros_like(input_ids, dtype=torch.bool))
         enc_mask = batch.get("gen_enc_mask", torch.zeros_like(input_ids, dtype=torch.bool))
+        g = self.batch_generator(batch, device)
         gen_px, enc_px = self._gen_pixels(batch), self._enc_pixels(batch)
         gen_ids, enc_ids = self._vq(gen_px), self._vq(enc_px)
         plan = torch.tensor([bool(p) for p in batch.get("plan") or [False] * n], device=device)
-        keep = plan & (torch.rand(n, device=device) < cfg.plan_unmasked_prob)
-        t_text = obj.sample_times(n, cfg.time_policy, device=device, **self._tp())
-        masked_input, text_masked = obj.mask_text(input_ids, labels, t_text, self.text_mask_id, keep)
+        keep = plan & (torch.rand(n, device=device, generator=g) < cfg.plan_unmasked_prob)
+        t_text = obj.sample_times(n, cfg.time_policy, device=device, generator=g, **self._tp())
+        masked_input, text_masked = obj.mask_text(input_ids, labels, t_text, self.text_mask_id, keep, g)
         out: dict[str, Any] = {"text_masked": text_masked}
         masked_gen = None
         if gen_ids is not None:
-            t_img = obj.sample_times(len(gen_ids), cfg.time_policy, device=device, **self._tp())
-            masked_gen, out["image_masked"] = obj.mask_image(gen_ids, t_img, self.model.config.image_mask_id)
+            t_img = obj.sample_times(len(gen_ids), cfg.time_policy, device=device, generator=g, **self._tp())
+            masked_gen, out["image_masked"] = obj.mask_image(gen_ids, t_img, self.model.config.image_mask_id, g)
             out["gen_ids"] = gen_ids
             out["image_weights"] = self._edit_weights(batch, gen_px, enc_px, gen_ids)
         if enc_ids is not None and cfg.edit_source_drop > 0:
             per_sample = [len(p) for p in batch.get("gen_enc_pixels") or []]
-            drop = torch.rand(len(per_sample), device=device) < cfg.edit_source_drop
+            drop = torch.rand(len(per_sample), device=device, generator=g) < cfg.edit_source_drop
             drop_per_image = torch.repeat_interleave(drop, torch.tensor(per_sample, device=device))
             enc_ids = enc_ids.masked_fill(drop_per_image.view(-1, 1, 1), self.model.config.image_mask_id)
-        embed_mask = obj.prompt_drop(labels, gen_mask, enc_mask, cfg.prompt_drop)
+        embed_mask = obj.prompt_drop(labels, gen_mask, enc_mask, cfg.prompt_drop, g)
         result = self.model(
             masked_input, gen_ids=masked_gen, gen_mask=gen_mask, enc_ids=enc_ids, gen_enc_mask=enc_mask,
             und_pixels=batch.get("und_pixels"), und_sizes=batch.get("und_sizes"), embed_mask=embed_mask,
@@ -77,6 +79,17 @@ class LavidaComposerModel(ComposerModel):
         )
         out.update(result)
         return out
+
+    def batch_generator(self, batch: dict, device) -> torch.Generator:
+        """The micro-batch's generator, seeded from the seed, the epoch and its samples' positions
+        in the global order: the same draws after a resume, for any world size or worker count."""
+        import hashlib
+
+        positions = sorted(int(p) for p in batch.get("position") or [])
+        epochs = sorted({int(e) for e in batch.get("epoch") or [0]})
+        key = f"{self.seed}/{epochs}/{positions}".encode()
+        seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & ((1 << 63) - 1)
+        return torch.Generator(device=device).manual_seed(seed)
 
     def _tp(self) -> dict:
         cfg = self.train_cfg

@@ -8,8 +8,9 @@ cross-entropy over every masked answer token of the micro-batch (no 1/t weightin
 independent ``t`` per generated image over its VQ ids; the loss is the mean cross-entropy over
 every masked VQ position of the micro-batch, optionally weighted by the edited area.
 
-Randomness comes from torch's global generator, which Composer seeds and checkpoints, so a
-resumed run draws the same masks as an uninterrupted one.
+Every draw takes a ``generator``: the trainer seeds one per micro-batch from the seed, the epoch
+and the samples' positions in the global order, so a resumed run (at any world size or worker
+count) draws the same masks as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ IGNORE = -100
 TimePolicy = Literal["uniform", "cosine", "logit_normal"]
 
 
-def sample_times(n: int, policy: TimePolicy, *, device=None, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+def sample_times(n: int, policy: TimePolicy, *, device=None, mean: float = 0.0, std: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """``n`` diffusion times in (0, 1)."""
     if policy == "uniform":
-        return torch.rand(n, device=device)
+        return torch.rand(n, device=device, generator=generator)
     if policy == "cosine":
-        return torch.cos(math.pi * torch.rand(n, device=device) / 2)
+        return torch.cos(math.pi * torch.rand(n, device=device, generator=generator) / 2)
     if policy == "logit_normal":
-        return torch.sigmoid(torch.randn(n, device=device) * std + mean)
+        return torch.sigmoid(torch.randn(n, device=device, generator=generator) * std + mean)
     raise ValueError(f"unknown time policy {policy!r}")
 
 
@@ -39,15 +41,15 @@ def mask_probability(t: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return (1 - eps) * t + eps
 
 
-def bernoulli_mask(eligible: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+def bernoulli_mask(eligible: torch.Tensor, p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mask each eligible position of each row (dim 0) with its row's probability; at least one
     position of every row that has an eligible one."""
     shape = (-1,) + (1,) * (eligible.dim() - 1)
-    masked = (torch.rand(eligible.shape, device=eligible.device) < p.view(shape)) & eligible
+    masked = (torch.rand(eligible.shape, device=eligible.device, generator=generator) < p.view(shape)) & eligible
     flat_e, flat_m = eligible.reshape(len(eligible), -1), masked.reshape(len(masked), -1)
     need = flat_e.any(1) & ~flat_m.any(1)
     if need.any():  # force one: a random eligible position of each row that got none
-        scores = torch.rand(flat_e.shape, device=eligible.device).masked_fill(~flat_e, -1.0)
+        scores = torch.rand(flat_e.shape, device=eligible.device, generator=generator).masked_fill(~flat_e, -1.0)
         pick = scores.argmax(1)
         rows = need.nonzero(as_tuple=True)[0]
         flat_m = flat_m.clone()
@@ -56,26 +58,29 @@ def bernoulli_mask(eligible: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 def mask_text(input_ids: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, mask_id: int,
-              keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              keep: torch.Tensor | None = None, generator: torch.Generator | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """(masked input ids, positions to predict). ``keep`` rows (plan samples drawn to stay
     unmasked) get no mask."""
     eligible = labels != IGNORE
     if keep is not None:
         eligible = eligible & ~keep.view(-1, 1)
-    masked = bernoulli_mask(eligible, mask_probability(t))
+    masked = bernoulli_mask(eligible, mask_probability(t), generator)
     return input_ids.masked_fill(masked, mask_id), masked
 
 
-def mask_image(ids: torch.Tensor, t: torch.Tensor, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_image(ids: torch.Tensor, t: torch.Tensor, mask_id: int,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """VQ ids [N, h, w] with a per-image time: (masked ids, positions to predict)."""
-    masked = bernoulli_mask(torch.ones_like(ids, dtype=torch.bool), mask_probability(t))
+    masked = bernoulli_mask(torch.ones_like(ids, dtype=torch.bool), mask_probability(t), generator)
     return ids.masked_fill(masked, mask_id), masked
 
 
-def prompt_drop(labels: torch.Tensor, gen_mask: torch.Tensor, gen_enc_mask: torch.Tensor, prob: float) -> torch.Tensor:
+def prompt_drop(labels: torch.Tensor, gen_mask: torch.Tensor, gen_enc_mask: torch.Tensor, prob: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     """Positions to replace with the text mask embedding: with probability ``prob`` per sample,
     every non-answer, non-image position (system, user turn, headers, image placeholders)."""
-    drop = torch.rand(labels.shape[0], device=labels.device) < prob
+    drop = torch.rand(labels.shape[0], device=labels.device, generator=generator) < prob
     return drop.view(-1, 1) & (labels == IGNORE) & ~gen_mask & ~gen_enc_mask
 
 

@@ -91,7 +91,7 @@ class Recipe:
         from .composer_model import LavidaComposerModel
 
         _, ids = load_tokenizer(self.tokenizer_dir)
-        return LavidaComposerModel(self.model, text_mask_id=ids.mask, train=self.cfg.train)
+        return LavidaComposerModel(self.model, text_mask_id=ids.mask, train=self.cfg.train, seed=self.cfg.seed)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         opt = self.cfg.optimizer
@@ -140,11 +140,11 @@ class Recipe:
     def train(self) -> None:
         from composer import Trainer
 
-        from .callbacks import DieAtBatch, MetricsJsonl
+        from .callbacks import DieAtBatch, MetricsJsonl, ZeroUnusedGrads
 
         cfg = self.cfg
         gpu = torch.cuda.is_available()
-        callbacks = [MetricsJsonl(os.path.join(cfg.save_folder, "metrics.jsonl"))]
+        callbacks = [MetricsJsonl(os.path.join(cfg.save_folder, "metrics.jsonl")), ZeroUnusedGrads()]
         if os.environ.get("LAVIDA_DIE_AT_BATCH"):
             callbacks.append(DieAtBatch(int(os.environ["LAVIDA_DIE_AT_BATCH"])))
         if not gpu and (cfg.precision != "fp32" or cfg.parallelism):

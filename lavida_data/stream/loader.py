@@ -106,8 +106,13 @@ def build_dataloader(dataset: MixtureDataset, *, batch_size: int | None = None, 
     tok = dataset.processor._tokenize
     if tok is not None:
         pad_id = tok.token_ids.pad
+    import torch
+
+    # the loader's own generator: starting an iterator must not draw from torch's global one
+    # (a resumed run would then draw different training randomness than an uninterrupted one)
+    generator = torch.Generator().manual_seed(dataset.seed)
     return MixtureLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+        dataset, batch_size=batch_size, generator=generator, num_workers=num_workers, pin_memory=pin_memory,
         collate_fn=partial(collate_samples, pad_id=pad_id), worker_init_fn=die_with_parent,
         prefetch_factor=prefetch_factor if num_workers else None,
         persistent_workers=persistent_workers and num_workers > 0,

@@ -113,4 +113,5 @@ class SampleProcessor:
         sample = self.tokenize(sample, rng)
         sample["dataset"] = dataset
         sample["position"] = position
+        sample["epoch"] = epoch
         return sample
