@@ -54,7 +54,16 @@ case "$cmd" in
     "$VENV/bin/lavida-data" order examples/mixtures/demo.yaml --prepared "$out/prepared" --batch-size 8 -n 16
     "$VENV/bin/lavida-data" stream examples/mixtures/demo.yaml --prepared "$out/prepared" --tiny-tokenizer \
       -n 128 --batch-size 8 --workers 2 --json | tee "$out/stream.json"
-    echo "== demo done: open $out/preview-*.html to look at the samples; shards in $out/prepared" >&2
+    # train stage s2-256 for a few batches with the tiny preset, through Composer's launcher
+    "$VENV/bin/lavida-data" prepare examples/stages/mixtures/s2-256.yaml --out "$out/prepared-s2-256" --json \
+      > "$out/prepare-s2-256.json"
+    rm -rf "$out/train-s2-256"
+    "$VENV/bin/composer" -n 1 -m lavida_train.train examples/stages/s2-256.yaml model.preset=tiny \
+      "data.prepared=$out/prepared-s2-256" "save_folder=$out/train-s2-256" max_duration=4ba save_interval=4ba \
+      global_train_batch_size=2 data.num_workers=1 init_from=null
+    tail -n 2 "$out/train-s2-256/metrics.jsonl"
+    echo "== demo done: open $out/preview-*.html to look at the samples; shards in $out/prepared;" \
+      "training metrics in $out/train-s2-256/metrics.jsonl" >&2
     ;;
   test)
     setup_venv
