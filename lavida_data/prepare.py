@@ -27,10 +27,11 @@ from .images import read_image_bytes
 from .plan import DatasetPlan
 from .reader import Stats, kept_batches
 from .sample import IMAGE_ROLES, convert_row, image_paths
-from .shards import COLUMNS, EMBED_COLUMNS, INDEX, MANIFEST, ROWS, encode_row, join, pack_images, read_manifest
-from .tables import ROW, read_schema, source_info
+from .mds import ArrowMDSWriter
+from .shards import INDEX, MANIFEST, ROWS, RowCodec, column_kinds, join, pack_images, read_manifest
+from .tables import ROW, read_schema, source_info, table_format
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_SHARD_SIZE = 64 << 20
 
 
@@ -95,21 +96,34 @@ def _images_of(plan: DatasetPlan, rec: dict, row_index: int, position: int) -> l
     return [p for role in IMAGE_ROLES for p in image_paths(sample, role)]
 
 
-def _write(plan: DatasetPlan, work: str, columns: list[str], *, embed: bool, shard_size: int,
-           pool: ThreadPoolExecutor | None, on_rows: Callable[[int], None] | None) -> tuple[Stats, int, dict]:
-    from streaming import MDSWriter
+def _arrow_schema(path: str):
+    import pyarrow.parquet as pq
 
+    from .tables import _open
+
+    with _open(path, seekable=True) as f:
+        return pq.ParquetFile(f).schema_arrow
+
+
+def _write(plan: DatasetPlan, work: str, columns: list[str], *, embed: bool, shard_size: int,
+           pool: ThreadPoolExecutor | None, on_rows: Callable[[int], None] | None) -> tuple[Stats, int, dict, dict]:
+    from .reader import _NUMERIC
+
+    fmt = table_format(plan.table)
+    schema = _arrow_schema(plan.table) if fmt == "parquet" else None
+    kinds = column_kinds(schema, columns, fmt, [c for c in columns if c in _NUMERIC])
+    codec = RowCodec(kinds, embed)
     stats = Stats()
     rows: list[np.ndarray] = []
     embedded, missing = 0, {}
     position = 0
-    with MDSWriter(out=work, columns=EMBED_COLUMNS if embed else COLUMNS, size_limit=shard_size) as writer:
+    with ArrowMDSWriter(work, codec.columns(), size_limit=shard_size) as writer:
         for batch in kept_batches(plan, columns=columns, stats=stats):
-            recs = batch.to_pylist()
             idx = batch.column(ROW).to_numpy()
             rows.append(idx)
-            blobs: list[bytes] = [b""] * len(recs)
+            blobs = None
             if embed and pool is not None:
+                recs = batch.to_pylist()
                 wanted = [_images_of(plan, r, int(i), position + k) for k, (r, i) in enumerate(zip(recs, idx))]
                 unique = list(dict.fromkeys(p for ps in wanted for p in ps))
                 futures = {p: pool.submit(_fetch, p) for p in unique}
@@ -122,17 +136,12 @@ def _write(plan: DatasetPlan, work: str, columns: list[str], *, embed: bool, sha
                 stored = [{p: got[p] for p in ps if p in got} for ps in wanted]
                 blobs = [pack_images(imgs) for imgs in stored]
                 embedded += sum(len(imgs) for imgs in stored)  # not the missing ones
-            for rec, blob in zip(recs, blobs):
-                i = rec.pop(ROW)
-                item = {"row_index": i, "row": encode_row(rec)}
-                if embed:
-                    item["images"] = blob
-                writer.write(item)
-            position += len(recs)
+            writer.write_batch(codec.encode(batch, batch.column(ROW), blobs))
+            position += batch.num_rows
             if on_rows is not None:
                 on_rows(batch.num_rows)
     np.save(os.path.join(work, ROWS), np.concatenate(rows) if rows else np.zeros(0, np.int64), allow_pickle=False)
-    return stats, embedded, missing
+    return stats, embedded, missing, kinds
 
 
 def prepare_dataset(plan: DatasetPlan, out: str, *, embed: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
@@ -161,8 +170,8 @@ def prepare_dataset(plan: DatasetPlan, out: str, *, embed: bool = False, shard_s
     os.makedirs(work)
     pool = ThreadPoolExecutor(max_workers=fetch_workers) if embed else None
     try:
-        stats, embedded, missing = _write(plan, work, what["columns"], embed=embed, shard_size=shard_size,
-                                          pool=pool, on_rows=on_rows)
+        stats, embedded, missing, kinds = _write(plan, work, what["columns"], embed=embed,
+                                                 shard_size=shard_size, pool=pool, on_rows=on_rows)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -173,6 +182,7 @@ def prepare_dataset(plan: DatasetPlan, out: str, *, embed: bool = False, shard_s
         "fingerprint": digest,
         "source": {"path": plan.table, "size": what["size"], "version": what["version"]},
         "columns": what["columns"],
+        "row_columns": [[name, kind] for name, kind in kinds.items()],  # in column order
         "filters": what["filters"],
         "embed_images": embed,
         "rows_read": stats.rows_read,

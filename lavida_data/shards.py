@@ -6,8 +6,11 @@ Layout of ``{prepared}/{dataset}/``::
     rows.npy                            int64: source row index of each kept row, in shard order
     manifest.json                       what was read and kept, and the fingerprint (written last)
 
-Columns: ``row_index`` (int64), ``row`` (JSON text of the needed columns), and with embedded
-images ``images`` (bytes: a JSON header ``{path: [offset, length]}`` then the image files).
+Columns: ``row_index`` (int64); one column per needed table column, ``c.<name>``, stored
+natively (``str``, ``int64``, ``float64``, ``uint8`` for booleans) or as JSON text for nested
+values; ``nulls`` (a bitmap of the null values, a bit per table column); and with embedded images
+``images`` (bytes: a JSON header ``{path: [offset, length]}`` then the image files). The manifest
+records each column's kind, so a reader decodes rows without guessing.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ import numpy as np
 
 from . import s3
 
-COLUMNS = {"row_index": "int64", "row": "str"}
-EMBED_COLUMNS = {**COLUMNS, "images": "bytes"}
+KIND_ENCODING = {"str": "str", "int64": "int64", "float64": "float64", "bool": "uint8", "json": "str"}
 MANIFEST = "manifest.json"
 ROWS = "rows.npy"
 INDEX = "index.json"
@@ -45,12 +47,108 @@ def _json_default(v: Any) -> Any:
     return str(v)
 
 
-def encode_row(row: dict) -> str:
-    return json.dumps(row, ensure_ascii=False, default=_json_default, separators=(",", ":"))
+def encode_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=_json_default, separators=(",", ":"))
 
 
-def decode_row(text: str) -> dict:
-    return json.loads(text)
+def column_kinds(schema, columns: list[str], fmt: str, numeric: list[str]) -> dict[str, str]:
+    """How each table column is stored: from the parquet schema; csv columns are text but the
+    numeric ones; json/jsonl values (whose types may vary by batch) as JSON text."""
+    import pyarrow as pa
+
+    kinds = {}
+    for name in columns:
+        if fmt == "csv":
+            kinds[name] = "float64" if name in numeric else "str"
+            continue
+        if fmt != "parquet":
+            kinds[name] = "json"
+            continue
+        t = schema.field(name).type
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            kinds[name] = "str"
+        elif pa.types.is_boolean(t):
+            kinds[name] = "bool"
+        elif pa.types.is_integer(t) and t != pa.uint64():
+            kinds[name] = "int64"
+        elif pa.types.is_floating(t):
+            kinds[name] = "float64"
+        else:
+            kinds[name] = "json"
+    return kinds
+
+
+class RowCodec:
+    """Table rows <-> MDS columns, vectorised with Arrow (JSON text only for nested values)."""
+
+    def __init__(self, kinds: dict[str, str], embed: bool = False):
+        if len(kinds) > 64:
+            raise ValueError("at most 64 table columns can be prepared")
+        self.kinds = dict(kinds)
+        self.names = list(kinds)
+        self.embed = embed
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "RowCodec":
+        return cls(dict(manifest["row_columns"]), manifest.get("embed_images", False))
+
+    def columns(self) -> dict[str, str]:
+        cols = {"row_index": "int64", "nulls": "uint64"}
+        cols.update({f"c.{n}": KIND_ENCODING[k] for n, k in self.kinds.items()})
+        if self.embed:
+            cols["images"] = "bytes"
+        return cols
+
+    def encode(self, batch, row_index, images: list[bytes] | None = None):
+        """An Arrow table of MDS columns for ``batch`` (the table's columns)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        nulls = np.zeros(n, np.uint64)
+        out = {"row_index": row_index}
+        for bit, name in enumerate(self.names):
+            col = batch.column(name)
+            if col.null_count:
+                nulls |= col.is_null().to_numpy(zero_copy_only=False).astype(np.uint64) << np.uint64(bit)
+            kind = self.kinds[name]
+            if kind == "json":
+                values = col.to_pylist()
+                out[f"c.{name}"] = pa.array(["" if v is None else encode_json(v) for v in values], pa.string())
+            elif kind == "str":
+                out[f"c.{name}"] = pc.fill_null(col.cast(pa.string()), "")
+            elif kind == "bool":
+                out[f"c.{name}"] = pc.fill_null(col, False).cast(pa.uint8())
+            elif kind == "int64":
+                out[f"c.{name}"] = pc.fill_null(col.cast(pa.int64()), 0)
+            else:
+                out[f"c.{name}"] = pc.fill_null(col.cast(pa.float64(), safe=False), 0.0)
+        out["nulls"] = pa.array(nulls)
+        if self.embed:
+            out["images"] = pa.array(images if images is not None else [b""] * n, pa.binary())
+        return pa.table(out)
+
+    def decode(self, sample: dict) -> dict:
+        """One MDS sample back to the table row (without ``row_index``)."""
+        nulls = int(sample["nulls"])
+        row = {}
+        for bit, name in enumerate(self.names):
+            if nulls >> bit & 1:
+                row[name] = None
+                continue
+            v = sample[f"c.{name}"]
+            kind = self.kinds[name]
+            if kind == "json":
+                row[name] = json.loads(v)
+            elif kind == "bool":
+                row[name] = bool(v)
+            elif kind == "int64":
+                row[name] = int(v)
+            elif kind == "float64":
+                row[name] = float(v)
+            else:
+                row[name] = v
+        return row
 
 
 def pack_images(images: dict[str, bytes]) -> bytes:

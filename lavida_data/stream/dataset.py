@@ -100,6 +100,11 @@ def _stream_dirs(prepared: str, name: str, cache_dir: str | None) -> tuple[str |
 
 def prepared_counts(mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared: str) -> dict[str, int]:
     """Kept rows per dataset, from the manifests; refuses missing or out-of-date preparations."""
+    return {name: int(m["rows_kept"]) for name, m in prepared_manifests(mixture, plans, prepared).items()}
+
+
+def prepared_manifests(mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared: str) -> dict[str, dict]:
+    """Each dataset's manifest; refuses missing or out-of-date preparations."""
     from ..prepare import fingerprint
     from ..tables import read_schema
 
@@ -116,7 +121,7 @@ def prepared_counts(mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared
                 f"dataset {spec.name!r} changed since it was prepared (source, columns or filters): "
                 f"run `lavida-data prepare` again"
             )
-        out[spec.name] = int(manifest["rows_kept"])
+        out[spec.name] = manifest
     return out
 
 
@@ -148,12 +153,16 @@ class MixtureDataset(StreamingDataset):
         self.mixture = mixture
         self.seed = mixture.seed if seed is None else seed
         self.prepared = prepared
-        self.stream_plans: list[StreamPlan] = plan_streams(mixture, prepared_counts(mixture, plans, prepared),
-                                                          epoch_size=cfg.epoch_size)
+        manifests = prepared_manifests(mixture, plans, prepared)
+        self.stream_plans: list[StreamPlan] = plan_streams(
+            mixture, {n: int(m["rows_kept"]) for n, m in manifests.items()}, epoch_size=cfg.epoch_size)
         for p in self.stream_plans:
             if p.count == 0:
                 raise LavidaDataError(f"dataset {p.name!r} gets no sample in an epoch: raise epoch_size or its weight")
         self.processor = processor if processor is not None else SampleProcessor(plans, self.seed)
+        from ..shards import RowCodec
+
+        self.processor.codecs = {n: RowCodec.from_manifest(m) for n, m in manifests.items()}
         self.lavida_config = cfg
         streams = []
         for p in self.stream_plans:

@@ -19,7 +19,7 @@ from ..images import read_image_bytes
 from ..plan import DatasetPlan
 from ..rng import sample_np_rng
 from ..sample import IMAGE_ROLES, convert_row, image_paths
-from ..shards import decode_row, unpack_images
+from ..shards import RowCodec, unpack_images
 from ..transforms.images import ImageConfig, ImageTransform
 
 
@@ -39,6 +39,7 @@ class SampleProcessor:
 
     def __init__(self, plans: Mapping[str, DatasetPlan], seed: int, config: ProcessConfig | None = None):
         self.plans = dict(plans)
+        self.codecs: dict[str, RowCodec] = {}  # set from the manifests by the dataset
         self.seed = seed
         self.config = config or ProcessConfig()
         self._images = ImageTransform(self.config.image)
@@ -50,10 +51,10 @@ class SampleProcessor:
             self._tokenize = Tokenize(cfg if isinstance(cfg, TokenizeConfig) else TokenizeConfig.model_validate(cfg))
 
     # -- stages -----------------------------------------------------------------------------
-    def cook(self, raw: Mapping[str, Any]) -> tuple[int, dict, dict[str, bytes]]:
+    def cook(self, dataset: str, raw: Mapping[str, Any]) -> tuple[int, dict, dict[str, bytes]]:
         try:
-            row = decode_row(raw["row"])
-        except ValueError as e:
+            row = self.codecs[dataset].decode(raw)
+        except (ValueError, KeyError) as e:
             raise SampleError("bad_record", f"undecodable row: {e}") from e
         return int(raw["row_index"]), row, unpack_images(raw.get("images") or b"")
 
@@ -105,7 +106,7 @@ class SampleProcessor:
     # -- the whole path ---------------------------------------------------------------------
     def __call__(self, dataset: str, raw: Mapping[str, Any], epoch: int, position: int) -> dict:
         plan = self.plans[dataset]
-        row_index, row, embedded = self.cook(raw)
+        row_index, row, embedded = self.cook(dataset, raw)
         sample = self.convert(plan, row, row_index, epoch, position)
         rng = sample_np_rng(self.seed, epoch, position)
         if self.config.decode_images:

@@ -21,7 +21,7 @@ import pytest
 
 from lavida_data import validate_file
 from lavida_data.prepare import prepare
-from lavida_data.shards import decode_row, read_manifest, unpack_images
+from lavida_data.shards import RowCodec, read_manifest, unpack_images
 
 from ..conftest import BIN, EXAMPLES
 
@@ -58,6 +58,11 @@ def snapshot(folder) -> dict[str, tuple[bytes, int]]:
     folder = Path(folder)
     return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def decode(folder, sample) -> dict:
+    """A prepared sample back to its table row, with the column kinds the manifest records."""
+    return RowCodec.from_manifest(read_manifest(str(folder))).decode(sample)
 
 
 def samples(folder) -> list[dict]:
@@ -164,12 +169,12 @@ def test_prepare_demo_counts_manifests_and_shards(demo_cli):
         assert [int(s["row_index"]) for s in got] == row_map.tolist()
         for s in got:
             assert "images" not in s  # references only
-            row = decode_row(s["row"])
+            row = decode(folder, s)
             assert list(row) == manifest["columns"], name
             source = rows[int(s["row_index"])]
             assert row == {c: source[c] for c in manifest["columns"]}, name
 
-    laion_rows = [decode_row(s["row"]) for s in samples(out / "laion-aes")]
+    laion_rows = [decode(out / "laion-aes", s) for s in samples(out / "laion-aes")]
     assert [r["s3_path"] for r in laion_rows][:2] == ["images/03-green-circle.jpg", "images/04-green-square.jpg"]
     assert all(r["fltLaionAesthScore"] > 5.0 and r["intHeight"] >= 64 for r in laion_rows)
 
@@ -237,7 +242,7 @@ def test_second_run_does_nothing_and_only_what_changed_is_prepared_again(example
     before = only(results, "laion-aes", before)
     assert results["laion-aes"].fingerprint != first["laion-aes"].fingerprint
     assert (results["laion-aes"].rows_read, results["laion-aes"].rows_kept) == (16, 10)
-    by_row = {int(s["row_index"]): decode_row(s["row"]) for s in samples(out / "laion-aes")}
+    by_row = {int(s["row_index"]): decode(out / "laion-aes", s) for s in samples(out / "laion-aes")}
     assert by_row[4]["caption"] == "a changed caption" and by_row[3]["caption"] == captions[3]
     assert before["laion-aes/manifest.json"] != before_table["laion-aes/manifest.json"]
 
