@@ -66,6 +66,7 @@ class SampleProcessor:
         from PIL import Image
 
         out = {}
+        draft = self._draft_sizes(sample)
         for role in IMAGE_ROLES:
             for path in image_paths(sample, role):
                 if path in out:
@@ -75,10 +76,38 @@ class SampleProcessor:
                     data = self._fetch(path)
                 try:
                     img = Image.open(io.BytesIO(data))
+                    if path in draft and img.format == "JPEG":
+                        img.draft("RGB", draft[path](*img.size))  # decode at a reduced scale
                     img.load()
                 except Exception as e:
                     raise SampleError("image_unreadable", f"{path}: {type(e).__name__}: {e}", field=role) from e
                 out[path] = img
+        return out
+
+    def _draft_sizes(self, sample: Mapping[str, Any]) -> dict:
+        """For images used only as a generation target or edit source: the smallest size whose
+        decode still covers the generation size (JPEG draft mode decodes at 1/2, 1/4, 1/8)."""
+        import math
+
+        size = self.config.image.gen_size
+        und = set(image_paths(sample, "image"))
+
+        def shorter(w: int, h: int) -> tuple[int, int]:  # cropped: the shorter side reaches size
+            s = size / min(w, h)
+            return math.ceil(w * s), math.ceil(h * s)
+
+        def longer(w: int, h: int) -> tuple[int, int]:  # padded: the longer side reaches size
+            s = size / max(w, h)
+            return math.ceil(w * s), math.ceil(h * s)
+
+        out = {}
+        mode = sample.get("gen_transform", "crop")
+        for p in image_paths(sample, "image_gen"):
+            if p not in und and mode in ("crop", "pad"):
+                out[p] = shorter if mode == "crop" else longer
+        for p in image_paths(sample, "image_gen_enc"):
+            if p not in und:
+                out[p] = longer
         return out
 
     def _fetch(self, path: str) -> bytes:
