@@ -75,8 +75,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def to_unit_tensor(img: Image.Image) -> torch.Tensor:
     """An RGB image as a float ``[3, H, W]`` tensor in ``[0, 1]``."""
-    arr = np.asarray(to_rgb(img), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    arr = np.array(to_rgb(img), dtype=np.uint8)  # one writable copy
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
 def resize(img: Image.Image, size: Size) -> Image.Image:

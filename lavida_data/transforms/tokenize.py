@@ -116,7 +116,7 @@ class Tokenize:
         self._state: tuple | None = None
 
     def __getstate__(self) -> dict:
-        return {"config": self.config, "_state": None}
+        return {"config": self.config, "_state": None, "_cache": {}}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -153,11 +153,25 @@ class Tokenize:
         return list(tok(text, add_special_tokens=False)["input_ids"])
 
     def encode(self, text: str) -> list[int]:
-        """Ids of a text segment (no markers), LOC markup as this config wants it."""
-        tok, _, plain, _ = self._load()
+        """Ids of a text segment (no markers), LOC markup as this config wants it. Short segments
+        that recur (the system prompt, "Sure ") are cached."""
         if not text:
             return []
+        cache = self.__dict__.setdefault("_cache", {})
+        hit = cache.get(text)
+        if hit is not None:
+            return hit
+        ids = self._encode(text)
+        if len(text) <= 256 and len(cache) < 4096:
+            cache[text] = ids
+        return ids
+
+    def _encode(self, text: str) -> list[int]:
+        tok, _, plain, _ = self._load()
         if not plain:
+            backend = getattr(tok, "backend_tokenizer", None)
+            if backend is not None:  # the fast tokenizer itself: no BatchEncoding on the way
+                return list(backend.encode(text, add_special_tokens=False).ids)
             return self._encode_with(tok, text)
         # the tokenizer knows the LOC tokens but they are off: run normaliser, pre-tokeniser and
         # model directly, so no added token is matched and LOC markup stays plain text
