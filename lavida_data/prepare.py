@@ -118,7 +118,7 @@ def _write(plan: DatasetPlan, work: str, columns: list[str], *, embed: bool, sha
     embedded, missing = 0, {}
     position = 0
     with ArrowMDSWriter(work, codec.columns(), size_limit=shard_size) as writer:
-        for batch in kept_batches(plan, columns=columns, stats=stats):
+        for batch in kept_batches(plan, columns=columns, stats=stats, batch_size=1 << 16):
             idx = batch.column(ROW).to_numpy()
             rows.append(idx)
             blobs = None

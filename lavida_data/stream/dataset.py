@@ -54,7 +54,9 @@ class LoaderConfig(BaseModel):
     shuffle_block_size: int | None = Field(None, ge=1)
     partition_algo: str = "orig"
     epoch_size: int | None = Field(None, ge=1, description="samples per epoch; default: the mixture's natural size")
-    predownload: int | None = Field(None, ge=1)
+    predownload: int | None = Field(
+        None, ge=1, description="samples made ready ahead; default max(8 x batch, 1024): a ready "
+        "thread that falls behind makes the sample loop sleep")
     cache_limit: str | None = None
     cache_dir: str | None = None
     max_bad_fraction: float = Field(0.05, ge=0, le=1)
@@ -173,7 +175,8 @@ class MixtureDataset(StreamingDataset):
             shuffle_algo=cfg.shuffle_algo, shuffle_block_size=cfg.shuffle_block_size,
             num_canonical_nodes=canonical_nodes(cfg, sum(p.count for p in self.stream_plans)),
             partition_algo=cfg.partition_algo,
-            predownload=cfg.predownload, cache_limit=cfg.cache_limit, sampling_method="fixed",
+            predownload=cfg.predownload or max(8 * batch_size, 1024), cache_limit=cfg.cache_limit,
+            sampling_method="fixed",
         )
         self.names = [p.name for p in self.stream_plans]
         self._positions = np.zeros(0, np.int64)
