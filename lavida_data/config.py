@@ -16,6 +16,14 @@ from . import s3
 from .strategy import SamplingStrategy
 
 
+def resolve_path(file: str | None, path: str) -> str:
+    """``path`` relative to the folder of ``file`` (a mixture file); ``s3://`` and absolute paths,
+    and paths of a mixture given as text (``file`` None or ``<...>``), are kept as given."""
+    if s3.is_s3(path) or os.path.isabs(path) or file is None or file.startswith("<"):
+        return path
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(file)), path))
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -80,9 +88,7 @@ class Mixture(Strict):
 
     def resolve(self, path: str | None) -> str | None:
         """``path`` made absolute: relative paths are relative to the mixture file's folder."""
-        if path is None or s3.is_s3(path) or os.path.isabs(path) or self._file is None:
-            return path
-        return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self._file)), path))
+        return None if path is None else resolve_path(self._file, path)
 
     def dataset(self, name: str) -> DatasetSpec:
         for d in self.datasets:

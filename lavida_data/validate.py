@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .config import DatasetSpec, MaxEncImages, Mixture
+from .config import DatasetSpec, MaxEncImages, Mixture, resolve_path
 from .errors import ConfigError, Issue, suggest
 from .filters import SCORE
 from .plan import DatasetPlan, make_plan
@@ -163,7 +163,7 @@ class _Checker:
             return None
         if self.offline:
             return None
-        table = _resolve(self.loc.file, raw[path_key])
+        table = resolve_path(self.loc.file, raw[path_key])
         try:
             schema = read_schema(table)
         except FileNotFoundError:
@@ -236,7 +236,7 @@ class _Checker:
         if schema is None:
             return
         path_key = "path" if "path" in raw else "json_path"
-        table = _resolve(self.loc.file, raw[path_key])
+        table = resolve_path(self.loc.file, raw[path_key])
         for c, who in needed.items():
             if c not in schema:
                 self.issue(f"table {os.path.basename(table)} has no column {c!r} (needed by {who})"
@@ -290,14 +290,6 @@ def _in_dataset(item: Issue, data: Any) -> Issue:
 
 
 _PLACEHOLDER = {"name": "x", "path": "x", "preprocess_fn": "x"}
-
-
-def _resolve(file: str, path: str) -> str:
-    from . import s3
-
-    if s3.is_s3(path) or os.path.isabs(path) or file.startswith("<"):
-        return path
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(file)), path))
 
 
 def validate_text(text: str, file: str = "<string>", *, offline: bool = False,
