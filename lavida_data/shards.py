@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -201,12 +200,3 @@ def shard_sizes(folder: str) -> list[int]:
     if text is None:
         raise FileNotFoundError(f"{folder}: no {INDEX}; run `lavida-data prepare` first")
     return [int(s["samples"]) for s in json.loads(text)["shards"]]
-
-
-def local_cache_dir(remote: str, cache_root: str | None = None) -> str:
-    """Where streaming keeps its local copy of a remote prepared dataset."""
-    import hashlib
-
-    root = cache_root or os.environ.get("LAVIDA_CACHE") or os.path.join(tempfile.gettempdir(), "lavida-cache")
-    key = hashlib.blake2b(remote.encode(), digest_size=8).hexdigest()
-    return os.path.join(root, key)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from .config import DatasetSpec, MaxEncImages, Mixture, resolve_path
 from .errors import ConfigError, Issue, suggest

@@ -28,7 +28,7 @@ from .. import s3
 from ..config import Mixture
 from ..errors import LavidaDataError, SampleError
 from ..plan import DatasetPlan
-from ..shards import join, read_manifest, shard_sizes
+from ..shards import join, read_manifest
 from .mixture import StreamPlan, plan_streams, resample
 from .process import SampleProcessor
 from .shm import clean_stale_shared_memory
@@ -229,11 +229,8 @@ class MixtureDataset(StreamingDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for raw in super().__iter__():
             position = int(self._positions[self._index])
-            name = self.names[self.stream_of(int(self._current_sample_id(raw)))]
+            name = self.names[self.stream_of(int(self._iterator.sample_ids[self._index]))]
             yield self._process(name, raw, position)
-
-    def _current_sample_id(self, raw) -> int:
-        return int(self._iterator.sample_ids[self._index])
 
     def _process(self, name: str, raw: Mapping[str, Any], position: int) -> dict:
         self.seen[name] += 1

@@ -85,15 +85,6 @@ def epoch_positions(plan: StreamPlan, seed: int, epoch: int) -> list[np.ndarray]
     return runs
 
 
-def realised_shares(plans: list[StreamPlan]) -> dict[str, float]:
-    """Each length group's share of the epoch."""
-    total = sum(p.count for p in plans) or 1
-    out: dict[str, float] = {}
-    for p in plans:
-        out[p.group] = out.get(p.group, 0.0) + p.count / total
-    return out
-
-
 def resample(plans: list[StreamPlan], shard_sizes: list[list[int]], seed: int, epoch: int,
              stream_offsets: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """streaming's (shuffle units, sample ids) for one epoch of the mixture.
