@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_stream import add_commands
 
     add_commands(sub)
+    from .cli_import import add_commands as add_import
+
+    add_import(sub)
     return p
 
 

@@ -1,0 +1,60 @@
+"""``lavida-data import KIND SOURCE --out TABLE``: a public dataset's native layout to a table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+from rich.console import Console
+
+err = Console(stderr=True, highlight=False)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .cli import _print_json
+    from .importers import load_all, run_import
+
+    load_all()
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} records"),
+                  TimeElapsedColumn(), console=err, disable=args.json or not sys.stderr.isatty(),
+                  transient=True) as bar:
+        task = bar.add_task(f"importing {args.kind}", total=None)
+        result = run_import(args.kind, args.source, args.out, images_to=args.images_to, frame=args.frame,
+                            workers=args.workers, on_progress=lambda n: bar.advance(task, n))
+    if args.json:
+        _print_json(result.to_json())
+        return 0
+    state = "up to date" if result.up_to_date else "written"
+    for part, t in result.tables.items():
+        err.print(f"{t['path']}: {t['rows']} rows ({state})", markup=False)
+    if result.skipped:
+        err.print(f"skipped: {result.skipped}", style="yellow", markup=False)
+        for reason, where in result.examples.items():
+            err.print(f"  {reason}: first at {where}", style="yellow", markup=False, soft_wrap=True)
+    if args.images_to:
+        err.print(f"images: {result.images_written} written, {result.images_reused} already there", markup=False)
+    err.print("mixture entries (paste under `datasets:`):", markup=False)
+    sys.stdout.write(yaml.safe_dump(result.entries, sort_keys=False, allow_unicode=True))
+    return 0
+
+
+def add_commands(sub) -> None:
+    from .importers import load_all
+
+    kinds = sorted(load_all())
+    p = sub.add_parser("import", help="turn a public dataset's native layout into a converter-ready table",
+                       description="KIND is one of: " + ", ".join(kinds))
+    p.add_argument("kind", metavar="KIND", help="the layout: " + ", ".join(kinds))
+    p.add_argument("source", metavar="SOURCE", help="the downloaded release (file or folder, local or s3://)")
+    p.add_argument("--out", required=True, metavar="TABLE_URI",
+                   help="the parquet table (a folder or prefix for kinds that write several tables)")
+    p.add_argument("--images-to", metavar="DIR_OR_S3_URI",
+                   help="write the images found in the source here, under stable keys")
+    p.add_argument("--frame", choices=["padded-square", "per-axis"], default="padded-square",
+                   help="how boxes map onto the 0..1024 grid (default padded-square)")
+    p.add_argument("--workers", type=int, default=16, help="concurrent image writes (default 16)")
+    p.add_argument("--json", action="store_true", help="counts and the mixture entries as JSON")
+    p.set_defaults(fn=cmd_import)
