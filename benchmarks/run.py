@@ -156,7 +156,18 @@ def bench_loader(work: Path, n: int) -> dict:
             s = 256 / min(w, h)
             img.resize((max(256, round(w * s)), max(256, round(h * s))), Image.BICUBIC)
 
+    def pil_decode():
+        for p in paths:
+            img = Image.open(p)
+            w, h = img.size
+            img.draft("RGB", (round(w * 256 / min(w, h)), round(h * 256 / min(w, h))))
+            img.convert("RGB")
+
+    import torch
+
+    torch.set_num_threads(1)  # per core: torch's resize kernel would otherwise use every core
     _, t_limit = timed(pil_limit)
+    _, t_decode = timed(pil_decode)
     report = validate_file(mixture_file(work, [("t2i", "t2i.parquet")]))
     prepare_dataset(report.plans["t2i"], str(work / "prepared"))
     ds = build_dataset(report, str(work / "prepared"), batch_size=8, loader={"shuffle": False},
@@ -175,6 +186,7 @@ def bench_loader(work: Path, n: int) -> dict:
     return {
         "samples": n,
         "pil_decode_resize_per_s": n / t_limit,
+        "pil_decode_only_per_s": n / t_decode,
         "loader_samples_per_s": got / t_ours,
         "upstream_style_per_s": upstream / t_up,
         "loader_vs_limit": (got / t_ours) / (n / t_limit),
@@ -324,6 +336,7 @@ def print_table(r: dict) -> None:
     if "loader" in r:
         x = r["loader"]
         rows += [("loader: PIL decode+resize (limit)", f"{x['pil_decode_resize_per_s']:,.0f} samples/s"),
+                 ("loader: PIL decode alone", f"{x['pil_decode_only_per_s']:,.0f} samples/s"),
                  ("loader: upstream-style", f"{x['upstream_style_per_s']:,.0f} samples/s"),
                  ("loader: lavida-data", f"{x['loader_samples_per_s']:,.0f} samples/s ({x['loader_vs_limit']:.0%} of the limit; target 90%)")]
     if "startup" in r:

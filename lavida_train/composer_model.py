@@ -41,7 +41,7 @@ class LavidaComposerModel(ComposerModel):
     def _vq(self, pixels: list[torch.Tensor]) -> torch.Tensor | None:
         if not pixels:
             return None
-        return self.model.vq.encode_ids(torch.stack(pixels).float())
+        return self.model.vq.encode_ids(torch.stack(pixels))  # uint8 or float: converted on the device
 
     def forward(self, batch: dict) -> dict:
         cfg = self.train_cfg

@@ -20,7 +20,7 @@ from ..plan import DatasetPlan
 from ..rng import sample_np_rng
 from ..sample import IMAGE_ROLES, convert_row, image_paths
 from ..shards import RowCodec, unpack_images
-from ..transforms.images import ImageConfig, ImageTransform
+from ..transforms.images import ORIGINAL_SIZE, ImageConfig, ImageTransform
 
 
 class ProcessConfig(BaseModel):
@@ -77,7 +77,9 @@ class SampleProcessor:
                 try:
                     img = Image.open(io.BytesIO(data))
                     if path in draft and img.format == "JPEG":
-                        img.draft("RGB", draft[path](*img.size))  # decode at a reduced scale
+                        size = img.size
+                        img.draft("RGB", draft[path](*size))  # decode at a reduced scale
+                        img.info[ORIGINAL_SIZE] = size  # micro-conditions report the file's size
                     img.load()
                 except Exception as e:
                     raise SampleError("image_unreadable", f"{path}: {type(e).__name__}: {e}", field=role) from e

@@ -216,10 +216,10 @@ class Tokenize:
                 )
             seq.cut(cfg.max_length)
         return {
-            "input_ids": torch.tensor(seq.ids, dtype=torch.long),
-            "labels": torch.tensor(seq.labels, dtype=torch.long),
-            "gen_mask": torch.tensor(seq.gen, dtype=torch.bool),
-            "gen_enc_mask": torch.tensor(seq.enc, dtype=torch.bool),
+            "input_ids": _tensor(seq.ids, np.int64),
+            "labels": _tensor(seq.labels, np.int64),
+            "gen_mask": _tensor(seq.gen, np.bool_),
+            "gen_enc_mask": _tensor(seq.enc, np.bool_),
             "n_images": seq.n_images,
             "n_gen": seq.n_gen,
             "n_gen_enc": seq.n_gen_enc,
@@ -253,6 +253,10 @@ class Tokenize:
             elif piece:
                 seq.add(self.encode(piece), train=train)
         seq.add([ids.eot], train=train)
+
+
+def _tensor(values: list, dtype) -> torch.Tensor:
+    return torch.from_numpy(np.array(values, dtype=dtype))  # several times faster than torch.tensor(list)
 
 
 class _Seq:

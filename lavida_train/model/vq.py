@@ -88,10 +88,14 @@ class FrozenVQ(nn.Module):
 
     @torch.no_grad()
     def encode_ids(self, pixels: torch.Tensor) -> torch.Tensor:
-        """RGB ``pixels`` [N, 3, S, S] in [0, 1] -> codebook ids, LongTensor [N, S / 16, S / 16]."""
+        """RGB ``pixels`` [N, 3, S, S], float in [0, 1] or uint8 (divided by 255 on the model's
+        device: the loader hands over a quarter of the bytes) -> codebook ids, LongTensor [N, S / 16, S / 16]."""
         if pixels.dim() != 4 or pixels.shape[1] != 3:
             raise ValueError(f"expected pixels [N, 3, S, S], got {tuple(pixels.shape)}")
-        x = pixels.to(device=self.device, dtype=self.dtype)
+        if pixels.dtype == torch.uint8:
+            x = pixels.to(device=self.device).to(self.dtype).div_(255.0)
+        else:
+            x = pixels.to(device=self.device, dtype=self.dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):
             latents = self.model.encode(x).latents
             _, _, (_, _, idx) = self.model.quantize(latents)

@@ -205,3 +205,33 @@ def test_reference_mode_reads_images_from_s3_in_worker_processes(s3_bucket, tmp_
     got = [i for b in ids_of(loader) for i in b]
     expected = global_order(report.mixture, report.plans, out, batch_size=4)
     assert sorted(got) == sorted(expected) and loader.bad_counts() == {}
+
+
+def test_reduced_jpeg_decode_keeps_the_file_size_in_micro_conditions(tmp_path):
+    """Generation targets are decoded at a reduced scale (JPEG draft mode); the micro-conditions
+    still give the file's own size, and the target is the one a full decode gives (to rounding)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from lavida_data.rng import sample_np_rng
+    from lavida_data.stream.process import ProcessConfig, SampleProcessor
+    from lavida_data.transforms.images import ImageConfig, gen_target
+
+    arr = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).resize((1024, 768), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=95)
+    sample = {"image_gen": "x.jpg", "conversations": [
+        {"from": "human", "value": "Generate an image with the caption: a [[micro_conds_texts]]"},
+        {"from": "gpt", "value": "Sure <image_gen>"}]}
+    cfg = ImageConfig(gen_size=256, micro_cond_drop=0.0, stat_keep=1.0)
+    proc = SampleProcessor({}, seed=0, config=ProcessConfig(image=cfg))
+    images = proc.load_images(sample, {"x.jpg": buf.getvalue()})
+    assert images["x.jpg"].size == (512, 384)  # decoded at half scale: still covers 256
+    out = proc.transform(sample, images, sample_np_rng(0, 0, 7))
+    text = out["conversations"][0]["value"]
+    assert "ORIGINAL WIDTH : 1024; ORIGINAL HEIGHT : 768" in text
+    full, info = gen_target(Image.open(io.BytesIO(buf.getvalue())), "crop", 256, sample_np_rng(0, 0, 7))
+    assert info == out["gen_info"]
+    assert float((full - out["gen_pixels"].float() / 255).abs().mean()) < 0.02  # same place of the picture

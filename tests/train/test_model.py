@@ -324,6 +324,8 @@ def test_vq_frozen_and_encodes(built):
     assert 0 <= int(ids.min()) and int(ids.max()) < cfg.vq.codebook_size
     torch.testing.assert_close(vq.encode_ids(pixels), ids)
     assert vq.decode_ids(ids).shape == (2, 3, 256, 256)
+    u8 = torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(vq.encode_ids(u8), vq.encode_ids(u8.float() / 255))  # the loader's default
     assert not any(k.startswith("vq.") for g in model.param_groups().values() for k in g)
 
 
