@@ -94,8 +94,8 @@ class ImageSink:
     """Writes images under a folder or S3 prefix with stable keys; skips keys already there."""
 
     def __init__(self, root: str, workers: int = 16, max_pending: int = 256):
-        self.root = root.rstrip("/")
         self.is_s3 = s3.is_s3(root)
+        self.root = root.rstrip("/") if self.is_s3 else os.path.abspath(root)  # tables hold absolute paths
         self._pool = ThreadPoolExecutor(max_workers=workers)
         self._sem = threading.BoundedSemaphore(max_pending)
         self._lock = threading.Lock()
@@ -177,6 +177,9 @@ class ImportContext:
     skipped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)  # the first record skipped for each reason
     on_progress: Callable[[int], None] | None = None
+    # process_fn_kwargs learnt while importing (e.g. the image prefix), per part: merged into the
+    # printed mixture entry and kept in the table metadata, so a rerun prints the same entry
+    entry_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def skip(self, reason: str, detail: str = "") -> None:
         """Count one malformed record (``reason`` is a short stable label, ``detail`` says where)."""
@@ -289,14 +292,17 @@ def source_fingerprint(source: str) -> dict:
     return {"files": len(items), "digest": digest}
 
 
-def mixture_entry(importer_: Importer, part: str, uri: str, images_prefix: str | None = None) -> dict:
-    """The dataset entry to paste into a mixture file for one imported table."""
+def mixture_entry(importer_: Importer, part: str, uri: str, images_prefix: str | None = None,
+                  options: dict[str, Any] | None = None) -> dict:
+    """The dataset entry to paste into a mixture file for one imported table (``options``: the
+    process_fn_kwargs the importer set at run time, over the part's declared ones)."""
     spec = importer_.part(part)
     name = f"{importer_.kind}-{part}" if part != "main" else importer_.kind
     entry: dict[str, Any] = {"name": name.replace("_", "-"), "path": uri, "preprocess_fn": spec.converter}
     entry.update(spec.entry)
-    if spec.options:
-        entry["process_fn_kwargs"] = dict(spec.options)
+    kwargs = {**spec.options, **(options or {})}
+    if kwargs:
+        entry["process_fn_kwargs"] = kwargs
     return entry
 
 
@@ -342,7 +348,8 @@ def run_import(kind: str, source: str, out: str, *, images_to: str | None = None
             return ImportResult(kind, source, {p: {"path": table_uri(out, imp, p), "rows": m["rows"]}
                                                for p, m in metas.items()},
                                 next(iter(metas.values()))["skipped"], {}, up_to_date=True,
-                                entries=[mixture_entry(imp, p, table_uri(out, imp, p)) for p in imp.parts])
+                                entries=[mixture_entry(imp, p, table_uri(out, imp, p), options=m.get("entry_options"))
+                                         for p, m in metas.items()])
     ctx = ImportContext(kind, source, frame, ImageSink(images_to, workers) if images_to else None,
                         on_progress=on_progress)
     writers: dict[str, _PartWriter] = {}
@@ -361,14 +368,15 @@ def run_import(kind: str, source: str, out: str, *, images_to: str | None = None
         tables = {}
         for p, w in writers.items():
             meta = {"kind": kind, "source": source, "source_fingerprint": fp, "options": options,
-                    "part": p, "rows": w.count + len(w.rows), "skipped": ctx.skipped, "frame": frame}
+                    "part": p, "rows": w.count + len(w.rows), "skipped": ctx.skipped, "frame": frame,
+                    "entry_options": ctx.entry_options.get(p, {})}
             w.commit(meta)
             tables[p] = {"path": w.final, "rows": w.count}
     except BaseException:
         for w in writers.values():
             w.abort()
         raise
-    entries = [mixture_entry(imp, p, t["path"]) for p, t in tables.items()]
+    entries = [mixture_entry(imp, p, t["path"], options=ctx.entry_options.get(p)) for p, t in tables.items()]
     return ImportResult(kind, source, tables, dict(sorted(ctx.skipped.items())), ctx.examples,
                         ctx.images.written if ctx.images else 0, ctx.images.reused if ctx.images else 0,
                         entries=entries)

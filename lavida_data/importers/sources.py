@@ -55,6 +55,14 @@ def list_files(source: str, pattern: str = r".*") -> list[str]:
     return sorted(out)
 
 
+def is_dir(uri: str) -> bool:
+    """Whether ``uri`` is a local folder, or an S3 prefix holding at least one object."""
+    if s3.is_s3(uri):
+        bucket, prefix = s3.split(uri.rstrip("/") + "/")
+        return bool(s3.client().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
+    return os.path.isdir(uri)
+
+
 def _is_object(uri: str) -> bool:
     try:
         s3.head(uri)

@@ -1,0 +1,244 @@
+"""``lavida-data import`` for the editing releases: ShareGPT-4o-Image and GPT-Image-Edit-1.5M, each
+from a miniature copy of its native layout, through the converters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lavida_data.converters.common import T2I_HUMAN
+from lavida_data.importers import run_import
+from lavida_data.importers.base import ImportError_
+
+from .t2i_edit_helpers import columns, do_import, png, round_trip, rows, split, upload, write, write_tar, write_zip
+
+# ------------------------------------------------------------------------------- ShareGPT-4o
+
+T2I_RECORDS = [
+    {"input_prompt": "a watercolor fox", "output_image": "output_image/t0.png"},
+    {"input_prompt": "", "output_image": "output_image/t1.png"},
+    42,
+    {"input_prompt": "lost", "output_image": "output_image/none.png"},
+    {"input_prompt": "a neon sign", "output_image": "./output_image/t2.png"},
+]
+EDIT_RECORDS = [
+    {"input_prompt": "make it night", "input_image": ["input_image/e0_a.png"], "output_image": "output_image/e0.png"},
+    {"input_prompt": "put both in one room", "input_image": ["input_image/e1_a.png", "input_image/e1_b.png"],
+     "output_image": "output_image/e1.png"},
+    {"input_prompt": "x", "input_image": 5, "output_image": "output_image/e0.png"},
+    {"input_prompt": "no target", "input_image": ["input_image/e0_a.png"]},
+]
+IMAGES = {"output_image/t0.png": (30, 20), "output_image/t2.png": (12, 34), "output_image/e0.png": (8, 8),
+          "output_image/e1.png": (8, 8), "input_image/e0_a.png": (8, 8), "input_image/e1_a.png": (8, 8),
+          "input_image/e1_b.png": (8, 8), "output_image/unused.png": (8, 8)}
+SHAREGPT_SKIPS = {"bad_input_image": 1, "image_missing": 1, "missing_input_prompt": 1, "missing_output_image": 1,
+                  "not_object": 1}
+
+
+def sharegpt_release(root, packing: str) -> None:
+    write(root / "text_to_image.json", json.dumps(T2I_RECORDS, indent=1))
+    write(root / "image_editing.json", json.dumps(EDIT_RECORDS))
+    members = [(name, png(*wh)) for name, wh in IMAGES.items()]
+    if packing == "split-tar":  # one gzip tar, published in parts
+        split(write_tar(root / "images.tar.gz", members, gz=True), 2)
+    elif packing == "zip":  # one zip per folder, named after it, members without the folder
+        for folder in ("output_image", "input_image"):
+            write_zip(root / f"{folder}.zip", [(n.split("/", 1)[1], d) for n, d in members if n.startswith(folder)])
+    elif packing == "nested-tar":  # a tar unpacking to the release folder
+        write_tar(root / "ShareGPT-4o-Image.tar", [(f"ShareGPT-4o-Image/{n}", d) for n, d in members])
+    else:  # unpacked
+        for name, data in members:
+            write(root / name, data)
+
+
+def test_sharegpt_4o_split_tar_through_the_command(cli, tmp_path):
+    src = tmp_path / "ShareGPT-4o-Image"
+    sharegpt_release(src, "split-tar")
+    imgs, out = tmp_path / "images", tmp_path / "sharegpt"
+    report = do_import(cli, "sharegpt-4o", src, out, "--images-to", imgs)
+    assert report["skipped"] == SHAREGPT_SKIPS
+    assert report["images_written"] == 7  # not the image no record names
+
+    def p(name):
+        return str(imgs / "sharegpt-4o" / name)
+
+    assert columns(out / "edit.parquet") == ["input_image", "output_image", "input_prompt"]
+    assert rows(out / "t2i.parquet") == [
+        {"s3_path": p("output_image/t0.png"), "caption": "a watercolor fox", "intHeight": 20, "intWidth": 30},
+        {"s3_path": p("output_image/t2.png"), "caption": "a neon sign", "intHeight": 34, "intWidth": 12},
+    ]
+    assert rows(out / "edit.parquet") == [
+        {"input_image": [p("input_image/e0_a.png")], "output_image": p("output_image/e0.png"),
+         "input_prompt": "make it night"},
+        {"input_image": [p("input_image/e1_a.png"), p("input_image/e1_b.png")],
+         "output_image": p("output_image/e1.png"), "input_prompt": "put both in one room"},
+    ]
+    entries = {e["name"]: e for e in report["mixture_entries"]}
+    assert entries["sharegpt-4o-edit"]["preprocess_fn"] == "process_sharegpt_4o_edit"
+    got = round_trip(cli, tmp_path, list(entries.values()))
+    assert [s["conversations"][0]["value"] for s in got["sharegpt-4o-t2i"]] == [
+        T2I_HUMAN.format(caption="a watercolor fox"), T2I_HUMAN.format(caption="a neon sign")]
+    e1 = got["sharegpt-4o-edit"][1]
+    assert e1["conversations"] == [
+        {"from": "human", "value": "<image> <image_gen_enc> <image> <image_gen_enc> put both in one room"},
+        {"from": "gpt", "value": "Sure <image_gen>"}]
+    assert e1["image"] == e1["image_gen_enc"] == [p("input_image/e1_a.png"), p("input_image/e1_b.png")]
+    assert e1["image_gen"] == p("output_image/e1.png") and e1["gen_transform"] == "pad"
+
+
+@pytest.mark.parametrize("packing", ["zip", "nested-tar", "folder", "s3-folder"])
+def test_sharegpt_4o_packing_variants(tmp_path, packing, request):
+    src = tmp_path / "ShareGPT-4o-Image"
+    sharegpt_release(src, packing.replace("s3-", ""))
+    source, imgs = str(src), str(tmp_path / "images")
+    if packing == "s3-folder":
+        client, bucket = request.getfixturevalue("s3_bucket")
+        source = upload(client, bucket, src, "releases/ShareGPT-4o-Image")
+    if "folder" in packing:  # plain files: referenced in place
+        imgs = None
+
+        def p(name):
+            return f"{source}/{name}"
+    else:
+        with pytest.raises(ImportError_, match="pass --images-to"):
+            run_import("sharegpt-4o", source, str(tmp_path / "t"))
+
+        def p(name):
+            return f"{imgs}/sharegpt-4o/{name}"  # under the record's path, whatever the packing
+    res = run_import("sharegpt-4o", source, str(tmp_path / "t"), images_to=imgs)
+    assert res.skipped == SHAREGPT_SKIPS
+    t2i = rows(tmp_path / "t" / "t2i.parquet")
+    assert sorted((r["s3_path"], r["caption"], r["intWidth"], r["intHeight"]) for r in t2i) == [
+        (p("output_image/t0.png"), "a watercolor fox", 30, 20), (p("output_image/t2.png"), "a neon sign", 12, 34)]
+    assert sorted(rows(tmp_path / "t" / "edit.parquet"), key=lambda r: r["input_prompt"]) == [
+        {"input_image": [p("input_image/e0_a.png")], "output_image": p("output_image/e0.png"),
+         "input_prompt": "make it night"},
+        {"input_image": [p("input_image/e1_a.png"), p("input_image/e1_b.png")],
+         "output_image": p("output_image/e1.png"), "input_prompt": "put both in one room"},
+    ]
+
+
+# ---------------------------------------------------------------------------- GPT-Image-Edit
+
+
+def gpt_edit_release(root) -> None:
+    hq = "gpt-edit/hqedit"
+    hq_meta = [
+        {"id": 1, "dataset_source": "hqedit", "task": "edit", "input": "input/00001.png", "output": "output/00001.png",
+         "instruction": "make the sky pink", "instruction_type": "original", "input_description": "a beach"},
+        {"id": 2, "dataset_source": "hqedit", "task": "edit", "input": "input/00002.png", "output": "output/00002.png",
+         "instruction": "Turn the pink sky into a starry night.", "instruction_type": "rewrite",
+         "input_description": "a beach"},
+        {"id": 3, "dataset_source": "hqedit", "task": "edit", "input": "input/00003.png", "output": "output/00003.png",
+         "instruction": "gone", "instruction_type": "complex", "input_description": ""},
+        {"id": 4, "dataset_source": "hqedit", "task": "edit", "input": "input/00001.png", "output": "output/00001.png",
+         "instruction": "", "instruction_type": "original", "input_description": ""},
+    ]
+    members = [(f"{hq}/edit/{role}/{i:05d}.png", png(8, 8)) for i in (1, 2) for role in ("input", "output")]
+    members.append((f"{hq}/edit/input/00099.png", png(8, 8)))  # no record names it
+    members.append((f"{hq}/metadata/hqedit_edit.json", json.dumps(hq_meta).encode()))  # after its images
+    split(write_tar(root / "gpt-edit" / "hqedit.tar.gz", members, gz=True), 3)
+    omni = "gpt-edit/omniedit"
+    omni_meta = [
+        {"id": "5", "dataset_source": "omniedit", "task": "addition", "input": "input/5.png", "output": "output/5.png",
+         "instruction": "add a red balloon", "instruction_type": "original", "input_description": "a park",
+         "instruction_original": "Add a balloon"},
+        # no task: the metadata file's name gives it
+        {"id": "6", "dataset_source": "omniedit", "input": "input/6.png", "output": "output/6.png",
+         "instruction": "add a small boat", "instruction_type": "complex", "input_description": "a lake",
+         "instruction_original": "Add boat"},
+        {"id": "7", "dataset_source": "omniedit", "task": "addition", "output": "output/7.png",
+         "instruction": "no input"},
+    ]
+    write_tar(root / "gpt-edit" / "omniedit.tar",  # metadata first this time
+              [(f"{omni}/metadata/omniedit_addition.json", json.dumps(omni_meta).encode())]
+              + [(f"{omni}/addition/{role}/{i}.png", png(8, 8)) for i in (5, 6) for role in ("input", "output")])
+    # UltraEdit already unpacked, its metadata beside the images
+    ultra = root / "gpt-edit" / "ultraedit"
+    for role in ("input", "output"):
+        write(ultra / "edit" / role / "7.png", png(8, 8))
+    write(ultra / "metadata" / "ultraedit_edit.jsonl", json.dumps(
+        {"id": 7, "dataset_source": "ultraedit", "task": "edit", "input": "input/7.png", "output": "output/7.png",
+         "instruction": "remove the car", "instruction_type": "original", "input_description": "a street"}) + "\n")
+
+
+def test_gpt_image_edit_one_table_per_source(cli, tmp_path):
+    src = tmp_path / "GPT-Image-Edit-1.5M"
+    gpt_edit_release(src)
+    out, imgs = tmp_path / "gpt-edit", tmp_path / "images"
+    with pytest.raises(ImportError_, match=r"only inside archives \(gpt-edit/hqedit.tar.gz, gpt-edit/omniedit.tar\)"):
+        run_import("gpt-image-edit", str(src), str(out))
+    report = do_import(cli, "gpt-image-edit", src, out, "--images-to", imgs)
+    assert report["skipped"] == {"image_missing": 1, "image_without_record": 1, "missing_input": 1,
+                                 "missing_instruction": 1}
+    assert {k: t["rows"] for k, t in report["tables"].items()} == {"hqedit": 2, "omniedit": 2, "ultraedit": 1}
+
+    def a(path):  # extracted from an archive
+        return str(imgs / "gpt-image-edit" / "gpt-edit" / path)
+
+    assert rows(out / "hqedit.parquet") == [
+        {"input_paths": a("hqedit/edit/input/00001.png"), "output_paths": a("hqedit/edit/output/00001.png"),
+         "instruction": "make the sky pink"},
+        {"input_paths": a("hqedit/edit/input/00002.png"), "output_paths": a("hqedit/edit/output/00002.png"),
+         "instruction": "Turn the pink sky into a starry night."},
+    ]
+    assert rows(out / "omniedit.parquet") == [
+        {"input_paths": a(f"omniedit/addition/input/{i}.png"), "output_paths": a(f"omniedit/addition/output/{i}.png"),
+         "instruction": text} for i, text in ((5, "add a red balloon"), (6, "add a small boat"))]
+    # unpacked images are copied too when --images-to is given, under the same keys
+    assert rows(out / "ultraedit.parquet") == [
+        {"input_paths": a("ultraedit/edit/input/7.png"), "output_paths": a("ultraedit/edit/output/7.png"),
+         "instruction": "remove the car"}]
+    assert (imgs / "gpt-image-edit" / "gpt-edit" / "hqedit" / "edit" / "input" / "00099.png").exists()
+    entries = report["mixture_entries"]
+    assert sorted((e["name"], e["preprocess_fn"]) for e in entries) == [
+        ("gpt-image-edit-hqedit", "process_gpt_edit"), ("gpt-image-edit-omniedit", "process_gpt_edit"),
+        ("gpt-image-edit-ultraedit", "process_gpt_edit")]
+    got = round_trip(cli, tmp_path, entries)
+    s = got["gpt-image-edit-hqedit"][0]
+    assert s["conversations"][0]["value"] == "<image> <image_gen_enc> make the sky pink"
+    assert s["image"] == [a("hqedit/edit/input/00001.png")] and s["image_gen"] == a("hqedit/edit/output/00001.png")
+    assert got["gpt-image-edit-ultraedit"][0]["image_gen"] == a("ultraedit/edit/output/7.png")
+    assert [x["conversations"][0]["value"] for x in got["gpt-image-edit-omniedit"]] == [
+        "<image> <image_gen_enc> add a red balloon", "<image> <image_gen_enc> add a small boat"]
+
+
+def test_gpt_image_edit_without_metadata_says_what_it_expected(tmp_path):
+    write_tar(tmp_path / "src" / "hqedit.tar", [("gpt-edit/hqedit/edit/input/1.png", png(4, 4))])
+    with pytest.raises(ImportError_, match=r"expected GPT-Image-Edit metadata \(metadata/<source>_<task>.json"):
+        run_import("gpt-image-edit", str(tmp_path / "src"), str(tmp_path / "out"), images_to=str(tmp_path / "i"))
+
+
+def test_gpt_image_edit_metadata_beside_the_archive(tmp_path):
+    src = tmp_path / "src"
+    write_tar(src / "gpt-edit" / "ultraedit.tar", [(f"gpt-edit/ultraedit/edit/{role}/{i}.png", png(4, 4))
+                                                   for i in (1, 2) for role in ("input", "output")])
+    write(src / "metadata" / "ultraedit_edit.json", json.dumps([
+        {"id": 1, "task": "edit", "input": "input/1.png", "output": "output/1.png", "instruction": "blur it"}]))
+    imgs = tmp_path / "i"
+    res = run_import("gpt-image-edit", str(src), str(tmp_path / "out"), images_to=str(imgs))
+    assert res.skipped == {} and res.images_written == 2  # images no record names are not extracted
+    base = imgs / "gpt-image-edit" / "gpt-edit" / "ultraedit" / "edit"
+    assert rows(tmp_path / "out" / "ultraedit.parquet") == [
+        {"input_paths": str(base / "input" / "1.png"), "output_paths": str(base / "output" / "1.png"),
+         "instruction": "blur it"}]
+
+
+@pytest.mark.parametrize("text, expected, skipped", [
+    ('[{"a": 1}, 7, {"a": 2}]', [{"a": 1}, {"a": 2}], {"not_object": 1}),
+    ('{"a": 1}\n\n{oops\n[3]\n{"a": 2}\n', [{"a": 1}, {"a": 2}], {"bad_json": 1, "not_object": 1}),
+    ('{\n "k1": {"a": 1},\n "k2": {"a": 2}\n}', [{"id": "k1", "a": 1}, {"id": "k2", "a": 2}], {}),
+    ('{"k1": {"a": 1}}', [{"id": "k1", "a": 1}], {}),
+    ('[{"a": 1}, {"a": ', [{"a": 1}], {"bad_json": 1}),
+])
+def test_metadata_json_forms_are_read_record_by_record(text, expected, skipped):
+    """JSON arrays (streamed), JSON lines and {id: record} objects; a bad record is counted."""
+    import io
+
+    from lavida_data.importers.base import ImportContext
+    from lavida_data.importers.t2i import read_records
+
+    ctx = ImportContext("k", "s")
+    assert list(read_records(io.BytesIO(text.encode()), "m.json", ctx, fields=("a",))) == expected
+    assert ctx.skipped == skipped

@@ -1,0 +1,502 @@
+"""``lavida-data import`` for the text-to-image releases: COYO-700M, Re-LAION, BLIP3o, Reflect-DiT,
+Echo-4o-Image, each from a miniature copy of its native layout, through the converters."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lavida_data.converters.common import REFLECTION_HUMAN, T2I_HUMAN
+from lavida_data.importers import run_import
+from lavida_data.importers.base import ImportError_
+
+from .t2i_edit_helpers import (
+    columns,
+    do_import,
+    image_bytes,
+    png,
+    round_trip,
+    rows,
+    split,
+    upload,
+    write,
+    write_tar,
+)
+
+T2I = "preproces_text_to_image_generation_s3"
+
+
+def human(caption: str) -> str:
+    return T2I_HUMAN.format(caption=caption)
+
+
+# --------------------------------------------------------------------------- img2dataset output
+
+
+def img2dataset_folder(root, samples: list[dict]) -> None:
+    """img2dataset ``--output_format files``: ``00000/<key>.jpg`` + ``<key>.json`` (+ the
+    per-shard parquet and stats file it writes beside them). A sample: {key, url, caption,
+    status, width, height, image: (w, h) or None, json: False to leave the sidecar out, ...}."""
+    shard = root / "00000"
+    table = []
+    for s in samples:
+        s = dict(s)
+        img = s.pop("image", None)
+        with_json = s.pop("json", True)
+        if img is not None:
+            write(shard / f"{s['key']}.jpg", image_bytes(*img))
+            write(shard / f"{s['key']}.txt", s.get("caption") or "")
+        if with_json:
+            write(shard / f"{s['key']}.json", json.dumps(s))
+        table.append({"key": s["key"], "url": s["url"], "status": s.get("status", "success")})
+    pq.write_table(pa.Table.from_pylist(table), root / "00000.parquet")
+    write(root / "00000_stats.json", json.dumps({"count": len(samples), "successes": 3}))
+
+
+DOWNLOADS = [
+    # stored image resized: the sidecar's size is the stored one
+    {"key": "000000000", "url": "http://a/0.jpg", "caption": "a red fox", "status": "success",
+     "width": 32, "height": 24, "original_width": 640, "original_height": 480, "image": (32, 24)},
+    # no size in the sidecar: the metadata's
+    {"key": "000000001", "url": "http://a/1.jpg", "caption": "a blue whale", "status": "success", "image": (16, 12)},
+    {"key": "000000002", "url": "http://a/2.jpg", "caption": "failed", "status": "failed_to_download",
+     "error_message": "404", "width": None, "height": None},
+    {"key": "000000006", "url": "http://a/extra.jpg", "caption": "not in the metadata", "status": "success",
+     "width": 8, "height": 8, "image": (8, 8)},
+    {"key": "000000007", "url": "http://a/7.jpg", "caption": "lost image", "status": "success",
+     "width": 8, "height": 8},  # success, but its jpg is gone
+    {"key": "000000008", "url": "http://a/8.jpg", "caption": "no sidecar", "image": (8, 8), "json": False},
+]
+
+
+def relaion_metadata(style: str) -> pa.Table:
+    url, cap, w, h = ("url", "caption", "width", "height") if style == "new" else ("URL", "TEXT", "WIDTH", "HEIGHT")
+    data = [
+        ("http://a/0.jpg", "a red fox", 640, 480),
+        ("http://a/1.jpg", "a blue whale", 800, 600),
+        ("http://a/2.jpg", "failed", 100, 100),
+        ("http://a/3.jpg", None, 100, 100),
+        (None, "no url", 100, 100),
+        ("http://a/5.jpg", "never fetched", 100, 100),
+    ]
+    cols = {url: [d[0] for d in data], cap: [d[1] for d in data], w: [d[2] for d in data],
+            h: [d[3] for d in data], ("similarity" if style == "new" else "similarity"): [0.3] * len(data),
+            ("punsafe" if style == "new" else "punsafe"): [0.01] * len(data)}
+    if style == "old":
+        cols["hash"] = [1] * len(data)
+        cols["pwatermark"] = [0.1] * len(data)
+    return pa.table(cols)
+
+
+@pytest.mark.parametrize("style", ["new", "old"])
+def test_relaion_metadata_joined_to_img2dataset_output(cli, tmp_path, style):
+    src = tmp_path / "relaion"
+    (src / "metadata").mkdir(parents=True)
+    pq.write_table(relaion_metadata(style), src / "metadata" / "part-00000-abc.snappy.parquet",
+                   compression="snappy", row_group_size=2)
+    img2dataset_folder(src / "images", DOWNLOADS)
+    out = tmp_path / "relaion.parquet"
+    if style == "new":  # through the command
+        report = do_import(cli, "relaion", src, out)
+    else:
+        report = run_import("relaion", str(src), str(out)).to_json()
+    assert report["skipped"] == {"image_missing": 1, "missing_caption": 1, "missing_url": 1, "no_sidecar": 1,
+                                 "not_downloaded": 2, "not_in_metadata": 1}
+    assert report["skipped_examples"]["not_downloaded"].endswith("(http://a/2.jpg)")
+    assert columns(out) == ["s3_path", "caption", "intHeight", "intWidth"]  # no score: Re-LAION ships none
+    shard = (src / "images" / "00000").resolve()
+    assert rows(out) == [
+        {"s3_path": str(shard / "000000000.jpg"), "caption": "a red fox", "intHeight": 24, "intWidth": 32},
+        {"s3_path": str(shard / "000000001.jpg"), "caption": "a blue whale", "intHeight": 600, "intWidth": 800},
+    ]
+    [entry] = report["mixture_entries"]
+    assert entry == {"name": "relaion", "path": str(out), "preprocess_fn": T2I, "length_group": "t2i"}
+    if style == "new":
+        samples = round_trip(cli, tmp_path, [entry])["relaion"]
+        assert [s["conversations"][0]["value"] for s in samples] == [human("a red fox"), human("a blue whale")]
+        assert [s["image_gen"] for s in samples] == [str(shard / "000000000.jpg"), str(shard / "000000001.jpg")]
+
+
+def test_relaion_from_img2dataset_output_alone(tmp_path):
+    src = tmp_path / "relaion"
+    img2dataset_folder(src, DOWNLOADS)
+    res = run_import("relaion", str(src), str(tmp_path / "t.parquet"))
+    assert res.skipped == {"download_failed": 1, "image_missing": 1, "no_sidecar": 1}
+    got = rows(tmp_path / "t.parquet")
+    assert [(os.path.basename(r["s3_path"]), r["caption"], r["intWidth"], r["intHeight"]) for r in got] == [
+        ("000000000.jpg", "a red fox", 32, 24), ("000000001.jpg", "a blue whale", None, None),
+        ("000000006.jpg", "not in the metadata", 8, 8)]
+
+
+def test_relaion_metadata_without_downloads_says_what_to_do(tmp_path):
+    src = tmp_path / "relaion"
+    src.mkdir()
+    pq.write_table(relaion_metadata("new"), src / "part-0.parquet")
+    with pytest.raises(ImportError_, match="holds image URLs only.*img2dataset"):
+        run_import("relaion", str(src), str(tmp_path / "t.parquet"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pq.write_table(pa.table({"link": ["x"], "alt": ["y"]}), bad / "x.parquet")
+    expected = r"expected Re-LAION metadata: url, caption \(or the older URL, TEXT\).*link, alt"
+    with pytest.raises(ImportError_, match=expected):
+        run_import("relaion", str(bad), str(tmp_path / "t.parquet"))
+    assert not (tmp_path / "t.parquet").exists()
+
+
+# ------------------------------------------------------------------------------------- COYO
+
+COYO_COLUMNS = ["id", "url", "text", "image_phash", "width", "height", "text_length", "word_count",
+                "num_tokens_bert", "num_tokens_gpt", "num_faces", "clip_similarity_vitb32",
+                "clip_similarity_vitl14", "nsfw_score_opennsfw2", "nsfw_score_gantman", "watermark_score",
+                "aesthetic_score_laion_v2"]
+
+
+def coyo_metadata(rows_: list[tuple]) -> pa.Table:
+    """COYO-700M's real column set; ``rows_``: (id, url, text, width, height, aesthetic)."""
+    n = len(rows_)
+    return pa.table({
+        "id": pa.array([r[0] for r in rows_], pa.int64()), "url": [r[1] for r in rows_],
+        "text": [r[2] for r in rows_], "image_phash": ["ffee"] * n,
+        "width": pa.array([r[3] for r in rows_], pa.int64()), "height": pa.array([r[4] for r in rows_], pa.int64()),
+        "text_length": pa.array([10] * n, pa.int64()), "word_count": pa.array([2] * n, pa.int64()),
+        "num_tokens_bert": pa.array([3] * n, pa.int64()), "num_tokens_gpt": pa.array([3] * n, pa.int64()),
+        "num_faces": pa.array([0] * n, pa.int64()), "clip_similarity_vitb32": [0.3] * n,
+        "clip_similarity_vitl14": [0.3] * n, "nsfw_score_opennsfw2": [0.01] * n,
+        "nsfw_score_gantman": [0.02] * n, "watermark_score": [0.1] * n,
+        "aesthetic_score_laion_v2": pa.array([r[5] for r in rows_], pa.float64()),
+    })
+
+
+def test_coyo_read_from_s3_images_in_place(cli, tmp_path, s3_bucket):
+    client, bucket = s3_bucket
+    src = tmp_path / "coyo"
+    (src / "data").mkdir(parents=True)
+    table = coyo_metadata([
+        (1, "http://c/1.jpg", "a lighthouse at dusk", 1024, 768, 6.25),
+        (2, "http://c/2.jpg", "a plain wall", 512, 512, 4.75),
+        (3, "http://c/3.jpg", "never downloaded", 512, 512, 6.0),
+        (4, "http://c/4.jpg", "  ", 512, 512, 6.0),
+    ])
+    assert table.column_names == COYO_COLUMNS
+    pq.write_table(table, src / "data" / "part-00000-1a2b.snappy.parquet", compression="snappy")
+    img2dataset_folder(src / "downloads", [
+        {"key": "000000000", "url": "http://c/1.jpg", "caption": "a lighthouse at dusk", "status": "success",
+         "width": 40, "height": 30, "image": (40, 30)},
+        {"key": "000000001", "url": "http://c/2.jpg", "caption": "a plain wall", "status": "success",
+         "width": 20, "height": 20, "image": (20, 20)},
+        {"key": "000000003", "url": "http://c/4.jpg", "caption": "", "status": "success",
+         "width": 20, "height": 20, "image": (20, 20)},
+    ])
+    uri = upload(client, bucket, src, "coyo")
+    out = tmp_path / "coyo.parquet"
+    report = do_import(cli, "coyo", uri, out)
+    assert report["skipped"] == {"missing_caption": 1, "not_downloaded": 1}
+    assert columns(out) == ["s3_path", "caption", "fltLaionAesthScore", "intHeight", "intWidth"]
+    assert rows(out) == [
+        {"s3_path": f"{uri}/downloads/00000/000000000.jpg", "caption": "a lighthouse at dusk",
+         "fltLaionAesthScore": 6.25, "intHeight": 30, "intWidth": 40},
+        {"s3_path": f"{uri}/downloads/00000/000000001.jpg", "caption": "a plain wall",
+         "fltLaionAesthScore": 4.75, "intHeight": 20, "intWidth": 20},
+    ]
+    [entry] = report["mixture_entries"]
+    assert entry["aes_cutoff"] == 5.5 and entry["preprocess_fn"] == T2I
+    [sample] = round_trip(cli, tmp_path, [entry])["coyo"]  # 4.75 is under upstream's cutoff
+    assert sample["conversations"][0]["value"] == human("a lighthouse at dusk")
+    assert sample["image_gen"] == f"{uri}/downloads/00000/000000000.jpg" and sample["gen_score"] == 6.25
+
+
+def test_coyo_images_copied_and_bad_metadata_refused(tmp_path):
+    src = tmp_path / "coyo"
+    src.mkdir()
+    pq.write_table(coyo_metadata([(1, "http://c/1.jpg", "a boat", 64, 64, 7.0)]), src / "part-0.parquet")
+    img2dataset_folder(src / "dl", [{"key": "000000000", "url": "http://c/1.jpg", "caption": "a boat",
+                                     "status": "success", "width": 8, "height": 6, "image": (8, 6)}])
+    res = run_import("coyo", str(src), str(tmp_path / "c.parquet"), images_to=str(tmp_path / "img"))
+    [row] = rows(tmp_path / "c.parquet")
+    assert row["s3_path"] == str(tmp_path / "img" / "coyo" / "dl" / "00000" / "000000000.jpg")
+    assert open(row["s3_path"], "rb").read() == (src / "dl" / "00000" / "000000000.jpg").read_bytes()
+    assert res.images_written == 1
+    pq.write_table(pa.table({"url": ["x"], "caption": ["y"]}), src / "part-1.parquet")  # not COYO's columns
+    with pytest.raises(ImportError_, match="part-1.parquet: expected COYO-700M metadata"):
+        run_import("coyo", str(src), str(tmp_path / "c2.parquet"))
+
+
+# ------------------------------------------------------------------------------------ BLIP3o
+
+
+def blip3o_release(root):
+    dalle = [
+        ("00000/a1.jpg", image_bytes(40, 30)), ("00000/a1.txt", b"a cat in a teacup"),
+        ("00000/a1.json", b'{"key": "a1"}'),
+        ("00000/a2.png", png(20, 50)), ("00000/a2.txt", "a dog \u00e9t\u00e9 ".encode()),
+        ("00000/a3.jpg", image_bytes(8, 8)),  # no caption
+        ("00000/a4.txt", b"a caption without image"),
+        ("00000/a5.jpg", b"not an image"), ("00000/a5.txt", b"corrupt"),
+        ("00000/a6.jpg", image_bytes(8, 8)), ("00000/a6.txt", b"   "),
+        ("../evil.jpg", image_bytes(8, 8)), ("../evil.txt", b"outside the release"),
+    ]
+    write_tar(root / "dalle3" / "00000.tar", dalle)
+    gz = write_tar(root / "geneval_train" / "00000.tar.gz",
+                   [("g1.jpg", image_bytes(12, 16)), ("g1.txt", b"two red balls")], gz=True)
+    split(gz, 3)
+
+
+BLIP3O_ROWS = [("dalle3/00000/a1.jpg", "a cat in a teacup", 30, 40),
+               ("dalle3/00000/a2.png", "a dog \u00e9t\u00e9", 50, 20),
+               ("geneval_train/g1.jpg", "two red balls", 16, 12)]
+
+
+def test_blip3o_webdataset_tars(cli, tmp_path):
+    src = tmp_path / "BLIP3o-60k"
+    blip3o_release(src)
+    out = tmp_path / "blip3o.parquet"
+    with pytest.raises(ImportError_, match=r"only inside archives \(dalle3/00000.tar, .*pass --images-to"):
+        run_import("blip3o", str(src), str(out))
+    imgs = tmp_path / "images"
+    report = do_import(cli, "blip3o", src, out, "--images-to", imgs)
+    assert report["skipped"] == {"bad_image": 1, "image_missing": 1, "missing_caption": 2, "unsafe_member_path": 2}
+    assert report["images_written"] == 3
+    got = rows(out)
+    assert got == [{"s3_path": str(imgs / "blip3o" / p), "caption": c, "intHeight": h, "intWidth": w}
+                   for p, c, h, w in BLIP3O_ROWS]
+    assert (imgs / "blip3o" / "geneval_train" / "g1.jpg").read_bytes() == image_bytes(12, 16)
+    assert sorted(p.relative_to(imgs).as_posix() for p in imgs.rglob("*") if p.is_file()) == sorted(
+        f"blip3o/{p}" for p, *_ in BLIP3O_ROWS)
+    again = run_import("blip3o", str(src), str(out), images_to=str(imgs)).to_json()
+    assert again["up_to_date"] is True and again["rows"] == 3 and again["mixture_entries"] == report["mixture_entries"]
+    samples = round_trip(cli, tmp_path, report["mixture_entries"])["blip3o"]
+    assert [s["conversations"][0]["value"] for s in samples] == [human(c) for _, c, *_ in BLIP3O_ROWS]
+    assert [s["image_gen"] for s in samples] == [r["s3_path"] for r in got]
+
+
+def test_blip3o_extracted_pairs_in_place(tmp_path):
+    src = tmp_path / "blip3o"
+    write(src / "part0" / "k1.jpg", image_bytes(30, 20))
+    write(src / "part0" / "k1.txt", "a kite")
+    write(src / "part0" / "k2.jpg", image_bytes(5, 5))
+    res = run_import("blip3o", str(src), str(tmp_path / "b.parquet"))
+    assert res.skipped == {"missing_caption": 1}
+    assert rows(tmp_path / "b.parquet") == [
+        {"s3_path": str(src / "part0" / "k1.jpg"), "caption": "a kite", "intHeight": 20, "intWidth": 30}]
+
+
+def _files(folder) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and ".tmp-" not in p.name}
+
+
+def test_rerun_after_an_interrupted_import_writes_only_missing_images(tmp_path):
+    src = tmp_path / "blip3o"
+    blip3o_release(src)
+    imgs, out = tmp_path / "images", tmp_path / "b.parquet"
+    calls = 0
+
+    def interrupt(n):
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # after a1 and a2 were handed to the image writer
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_import("blip3o", str(src), str(out), images_to=str(imgs), on_progress=interrupt)
+    assert not out.exists()  # nothing committed
+    before: set[str] = set()
+    for _ in range(100):  # the writer threads finish what they were given
+        time.sleep(0.02)
+        now = _files(imgs)
+        if now == before and now:
+            break
+        before = now
+    assert before == {"blip3o/dalle3/00000/a1.jpg", "blip3o/dalle3/00000/a2.png"}
+    os.remove(imgs / "blip3o" / "dalle3" / "00000" / "a2.png")  # as if its write had been cut
+    res = run_import("blip3o", str(src), str(out), images_to=str(imgs))
+    assert (res.images_written, res.images_reused) == (2, 1) and res.tables["main"]["rows"] == 3
+    assert _files(imgs) == {f"blip3o/{p}" for p, *_ in BLIP3O_ROWS}
+
+
+# ------------------------------------------------------------------------------- Reflect-DiT
+
+REFLECT_CSV = """prompt,positive_filename,negative_filename,negative_reason
+a cat on a mat,p1.png,n1a.pngXXXn1b.png,"the cat is blue; should be orangeXXXno mat"
+two dogs,p2.png,n2a.pngXXXn2b.png,only one dog
+,p9.png,,
+a red car,p3.png,n3a.pngXXXn1b.png,wrong colorXXXno car
+three birds,p4a.pngXXXp4b.png,,
+ghost,p_missing.png,,
+"""
+
+JUDGE = [
+    {"id": "j4", "image": ["p1.png"], "conversations": [
+        {"from": "human", "value": "<image>\n" + REFLECTION_HUMAN[len("<image>\n"):].format(prompt="a cat on a mat")},
+        {"from": "gpt", "value": "The cat is blue."},
+        {"from": "human", "value": "Please evaluate this generated image based on the following prompt: a mat "
+                                   "Focus on text alignment and compositionality."},
+        {"from": "gpt", "value": "There is a mat."}]},
+    {"id": "j1", "image": "generations/j1.png", "conversations": [
+        {"from": "human", "value": REFLECTION_HUMAN.format(prompt="a cat on a mat")},
+        {"from": "gpt", "value": "The image matches the prompt."}]},
+    {"id": "j2", "image": "p2.png", "conversations": [{"from": "human", "value": "<image>\nWhat is this?"},
+                                                      {"from": "gpt", "value": "dogs"}]},
+    {"id": "j3", "image": "missing.png", "conversations": [
+        {"from": "human", "value": REFLECTION_HUMAN.format(prompt="x")}, {"from": "gpt", "value": "no"}]},
+    17,
+]
+
+GENERATIONS = {"p1.png": (48, 32), "n1a.png": (8, 8), "n1b.png": (8, 8), "j1.png": (8, 8), "p2.png": (16, 16),
+               "n2a.png": (8, 8), "n2b.png": (8, 8), "p3.png": (24, 24), "p4a.png": (10, 20), "p4b.png": (20, 10)}
+
+
+@pytest.mark.parametrize("packed", ["tar", "folder"])
+def test_reflect_dit_csv_generations_and_judge_set(cli, tmp_path, packed):
+    src = tmp_path / "Reflect-DiT"
+    write(src / "reflect_dit_train.csv", REFLECT_CSV)
+    write(src / "judge" / "reflection_llava.json", json.dumps(JUDGE))
+    members = [(f"generations/{n}", png(*wh)) for n, wh in GENERATIONS.items()]
+    if packed == "tar":
+        write_tar(src / "generations.tar", members)
+        imgs = tmp_path / "images"
+        report = do_import(cli, "reflect-dit", src, tmp_path / "out", "--images-to", imgs)
+        where = imgs / "reflect-dit" / "generations"
+        assert not (where / "n2a.png").exists()  # the pair dropped for a mismatch: never extracted
+    else:
+        for name, data in members:
+            write(src / name, data)
+        report = run_import("reflect-dit", str(src), str(tmp_path / "out")).to_json()
+        where = src / "generations"
+    assert report["skipped"] == {"image_missing": 2, "missing_prompt": 1, "negative_image_missing": 1,
+                                 "negative_reason_mismatch": 1, "not_object": 1,
+                                 "reason_semicolon_replaced": 1, "unexpected_judge_prompt": 1}
+
+    def p(name):
+        return str(where / name)
+
+    out = tmp_path / "out"
+    assert sorted(rows(out / "t2i.parquet"), key=lambda r: r["s3_path"]) == [
+        {"s3_path": p("p1.png"), "caption": "a cat on a mat", "intHeight": 32, "intWidth": 48},
+        {"s3_path": p("p2.png"), "caption": "two dogs", "intHeight": 16, "intWidth": 16},
+        {"s3_path": p("p3.png"), "caption": "a red car", "intHeight": 24, "intWidth": 24},
+        {"s3_path": p("p4a.png"), "caption": "three birds", "intHeight": 20, "intWidth": 10},
+        {"s3_path": p("p4b.png"), "caption": "three birds", "intHeight": 10, "intWidth": 20},
+    ]
+    assert sorted(rows(out / "correction.parquet"), key=lambda r: r["s3_path"]) == [
+        {"s3_path": p("p1.png"), "caption": "a cat on a mat", "negatives": f"{p('n1a.png')};{p('n1b.png')}",
+         "negative_reasons": "the cat is blue, should be orange;no mat"},
+        {"s3_path": p("p3.png"), "caption": "a red car", "negatives": p("n1b.png"), "negative_reasons": "no car"},
+    ]
+    assert sorted(rows(out / "judge.parquet"), key=lambda r: r["prompts"]) == [
+        {"image": p("p1.png"), "prompts": json.dumps(["a cat on a mat", "a mat"]),
+         "results": json.dumps(["The cat is blue.", "There is a mat."])},
+        {"image": p("j1.png"), "prompts": "a cat on a mat", "results": "The image matches the prompt."},
+    ]
+    entries = {e["name"]: e for e in report["mixture_entries"]}
+    assert entries["reflect-dit-correction"]["process_fn_kwargs"] == {"no_plan": True, "add_feedback": True}
+    assert entries["reflect-dit-judge"]["preprocess_fn"] == "preprocess_reflection_und"
+    if packed == "folder":
+        return
+    got = round_trip(cli, tmp_path, list(entries.values()))
+    assert {s["image_gen"] for s in got["reflect-dit-t2i"]} == {p(n) for n in ("p1.png", "p2.png", "p3.png",
+                                                                               "p4a.png", "p4b.png")}
+    for s in got["reflect-dit-correction"]:
+        text = s["conversations"][0]["value"]
+        assert text.startswith("Generate an image with the caption: ")
+        assert "Here are previous attempts and feedback on them:" in text
+        assert s["conversations"][1]["value"] == "Sure <image_gen>"
+        assert set(s["image"]) <= {p("n1a.png"), p("n1b.png")}
+        assert text.count("<image> Feedback: ") == len(s["image"])
+    fb = next(s for s in got["reflect-dit-correction"] if s["image_gen"] == p("p3.png"))
+    assert fb["image"] == [p("n1b.png")] and "<image> Feedback: no car" in fb["conversations"][0]["value"]
+    judged = {s["image"]: s for s in got["reflect-dit-judge"]}
+    assert judged[p("j1.png")]["conversations"] == [
+        {"from": "human", "value": REFLECTION_HUMAN.format(prompt="a cat on a mat")},
+        {"from": "gpt", "value": "The image matches the prompt."}]
+    assert judged[p("p1.png")]["conversations"][1]["value"] in ("The cat is blue.", "There is a mat.")
+
+
+def test_reflect_dit_csv_with_other_columns_is_refused(tmp_path):
+    write(tmp_path / "src" / "x.csv", "text,image\na,b\n")
+    expected = "expected the Reflect-DiT CSV columns prompt, positive_filename.*text, image"
+    with pytest.raises(ImportError_, match=expected):
+        run_import("reflect-dit", str(tmp_path / "src"), str(tmp_path / "out"))
+
+
+# ----------------------------------------------------------------------------------- Echo-4o
+
+
+def echo_release(root):
+    sur = root / "Surrel-Fantasy-Image"
+    lines = [
+        {"task_type": "t2i", "instruction": "a floating castle",
+         "output_image": "/Echo-4o-Image/Surrel-Fantasy-Image/images/00000.jpg", "type": "T1"},
+        {"task_type": "t2i", "instruction": "a glass whale",
+         "output_image": "/Echo-4o-Image/Surrel-Fantasy-Image/images/00001.jpg", "type": "T2"},
+        {"task_type": "t2i", "instruction": "never packed",
+         "output_image": "/Echo-4o-Image/Surrel-Fantasy-Image/images/00007.jpg", "type": "T1"},
+        {"task_type": "t2i", "output_image": "/Echo-4o-Image/Surrel-Fantasy-Image/images/00001.jpg"},
+    ]
+    write(sur / "Surrel-Fantasy-Image.jsonl",
+          "\n".join(json.dumps(x) for x in lines[:2]) + "\n{not json\n" + "\n".join(json.dumps(x) for x in lines[2:]))
+    write_tar(sur / "images" / "0-1.tar.gz", [("00000.jpg", image_bytes(40, 20))], gz=True)
+    gz = write_tar(sur / "images" / "1-2.tar.gz", [("images/00001.jpg", image_bytes(30, 60))], gz=True)
+    split(gz, 2)
+    ins = root / "Instruction-Following-Image"  # the same file names in another subset
+    write(ins / "Instruction-Following-Image.jsonl", json.dumps(
+        {"task_type": "t2i", "instruction": "three red apples",
+         "output_image": "/Echo-4o-Image/Instruction-Following-Image/images/00000.jpg", "type": "T1"}) + "\n")
+    write_tar(ins / "images" / "0-5000.tar.gz", [("00000.jpg", image_bytes(16, 16))], gz=True)
+    mr = root / "Multi-Reference-Image"
+    recs = [
+        {"task_type": "multi_reference", "instruction": "the cat of image 1 on the sofa of image 2",
+         "input_images": ["/Echo-4o-Image/Multi-Reference-Image/images/00000_0.jpg",
+                          "/Echo-4o-Image/Multi-Reference-Image/images/00000_1.jpg"],
+         "output_image": "/Echo-4o-Image/Multi-Reference-Image/images/00000.jpg"},
+        {"task_type": "multi_reference", "instruction": "the hat on the dog",
+         "input_image": "/Echo-4o-Image/Multi-Reference-Image/images/00001_0.jpg",
+         "output_image": "/Echo-4o-Image/Multi-Reference-Image/images/00001.jpg"},
+    ]
+    write(mr / "Multi-Reference-Image.jsonl", "\n".join(json.dumps(r) for r in recs) + "\n")
+    write_tar(mr / "images" / "0-5000.tar.gz", [(n, image_bytes(8, 8)) for n in
+                                                 ("00000_0.jpg", "00000_1.jpg", "00000.jpg", "00001_0.jpg",
+                                                  "00001.jpg")], gz=True)
+
+
+def test_echo_4o_images_written_to_s3(cli, tmp_path, s3_bucket):
+    client, bucket = s3_bucket
+    src = tmp_path / "Echo-4o-Image"
+    echo_release(src)
+    out = tmp_path / "echo"
+    with pytest.raises(ImportError_, match="pass --images-to"):
+        run_import("echo-4o", str(src), str(out))
+    base = f"s3://{bucket}/gen/echo-4o"
+    report = do_import(cli, "echo-4o", src, out, "--images-to", f"s3://{bucket}/gen")
+    assert report["skipped"] == {"bad_json": 1, "image_missing": 1, "missing_instruction": 1}
+    assert report["images_written"] == 8
+    assert sorted(rows(out / "t2i.parquet"), key=lambda r: r["caption"]) == [
+        {"s3_path": f"{base}/Surrel-Fantasy-Image/images/00000.jpg", "caption": "a floating castle",
+         "intHeight": 20, "intWidth": 40},
+        {"s3_path": f"{base}/Surrel-Fantasy-Image/images/00001.jpg", "caption": "a glass whale",
+         "intHeight": 60, "intWidth": 30},
+        {"s3_path": f"{base}/Instruction-Following-Image/images/00000.jpg", "caption": "three red apples",
+         "intHeight": 16, "intWidth": 16},
+    ]
+    mr = f"{base}/Multi-Reference-Image/images"
+    assert rows(out / "multiref.parquet") == [
+        {"input_paths": [f"{mr}/00000_0.jpg", f"{mr}/00000_1.jpg"], "output_paths": f"{mr}/00000.jpg",
+         "instruction": "the cat of image 1 on the sofa of image 2"},
+        {"input_paths": [f"{mr}/00001_0.jpg"], "output_paths": f"{mr}/00001.jpg", "instruction": "the hat on the dog"},
+    ]
+    stored = client.get_object(Bucket=bucket, Key="gen/echo-4o/Surrel-Fantasy-Image/images/00001.jpg")["Body"].read()
+    assert stored == image_bytes(30, 60)
+    got = round_trip(cli, tmp_path, report["mixture_entries"])
+    assert {s["conversations"][0]["value"]: s["image_gen"] for s in got["echo-4o-t2i"]} == {
+        human("a floating castle"): f"{base}/Surrel-Fantasy-Image/images/00000.jpg",
+        human("a glass whale"): f"{base}/Surrel-Fantasy-Image/images/00001.jpg",
+        human("three red apples"): f"{base}/Instruction-Following-Image/images/00000.jpg"}
+    first = got["echo-4o-multiref"][0]
+    assert first["conversations"][0]["value"] == (
+        "<image> <image_gen_enc> <image> <image_gen_enc> the cat of image 1 on the sofa of image 2")
+    assert first["image"] == first["image_gen_enc"] == [f"{mr}/00000_0.jpg", f"{mr}/00000_1.jpg"]
+    assert first["image_gen"] == f"{mr}/00000.jpg"
