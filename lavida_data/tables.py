@@ -13,6 +13,7 @@ import os
 from contextlib import contextmanager
 from typing import IO, Any, Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -104,13 +105,16 @@ def iter_batches(
     start = 0
     for batch in _raw_batches(path, fmt, columns, batch_size, numeric):
         n = batch.num_rows
-        yield batch.append_column(ROW, pa.array(range(start, start + n), type=pa.int64()))
+        yield batch.append_column(ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
         start += n
 
 
 def _raw_batches(path, fmt, columns, batch_size, numeric) -> Iterator[pa.RecordBatch]:
     cols = list(columns) if columns is not None else None
     if fmt == "parquet":
+        if not s3.is_s3(path):  # Arrow's own file reader: no Python in the read path
+            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=cols)
+            return
         with _open(path, seekable=True) as f:
             yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=cols)
         return
