@@ -31,11 +31,12 @@ class ArrowMDSWriter:
     Use as a context manager, or call :meth:`finish`; ``shards`` lists the index entries.
     """
 
-    def __init__(self, out: str, columns: Mapping[str, str], *, size_limit: int | None = 1 << 26):
+    def __init__(self, out: str | None, columns: Mapping[str, str], *, size_limit: int | None = 1 << 26):
         for name, enc in columns.items():
             if enc not in _FIXED and enc not in _VARIABLE:
                 raise ValueError(f"column {name!r}: encoding {enc!r} is not supported by the vectorised writer")
-        os.makedirs(out, exist_ok=True)
+        if out is not None:  # None: only encode samples and lay out shards (``shard_bytes``)
+            os.makedirs(out, exist_ok=True)
         self.out = out
         self.size_limit = size_limit
         self.names = sorted(columns)
@@ -121,19 +122,27 @@ class ArrowMDSWriter:
         self._pending_bytes = (_data_size(rest) + 4 * len(rest)) if rest is not None else 0
 
     def _write_shard(self, offsets: np.ndarray, data: memoryview, start: int, end: int) -> None:
+        raw = self.shard_bytes(offsets, data, start, end)
+        basename = shard_name(len(self.shards))
+        with open(os.path.join(self.out, basename), "wb") as f:
+            f.write(raw)
+        self.shards.append(self.shard_entry(basename, end - start, len(raw)))
+
+    def shard_bytes(self, offsets: np.ndarray, data: memoryview, start: int, end: int) -> bytes:
+        """The shard file holding encoded samples ``start:end`` (``offsets``/``data``: their buffers)."""
         count = end - start
         rel = (offsets[start: end + 1] - offsets[start]).astype(np.int64)
         head = 4 + 4 * (count + 1) + len(self.config_data)
         table = (rel + head).astype("<u4")
         body = data[int(offsets[start]): int(offsets[end])] if count else b""
-        raw = np.uint32(count).tobytes() + table.tobytes() + self.config_data + bytes(body)
-        basename = f"shard.{len(self.shards):05}.mds"
-        with open(os.path.join(self.out, basename), "wb") as f:
-            f.write(raw)
-        entry = {"samples": count, "raw_data": {"basename": basename, "bytes": len(raw), "hashes": {}},
+        return np.uint32(count).tobytes() + table.tobytes() + self.config_data + bytes(body)
+
+    def shard_entry(self, basename: str, samples: int, nbytes: int) -> dict:
+        """The ``index.json`` entry of one shard."""
+        entry = {"samples": samples, "raw_data": {"basename": basename, "bytes": nbytes, "hashes": {}},
                  "zip_data": None}
         entry.update(self.config)
-        self.shards.append(entry)
+        return entry
 
     def finish(self) -> list[dict]:
         self._flush(final=True)
@@ -147,6 +156,52 @@ class ArrowMDSWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.finish()
+
+
+def shard_name(index: int) -> str:
+    return f"shard.{index:05}.mds"
+
+
+def shard_bounds(sizes: Iterable[np.ndarray], size_limit: int | None, extra: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each shard over a stream of samples, given in chunks of their sizes
+    (encoded bytes + 4): exactly where :meth:`ArrowMDSWriter._flush` cuts them, without holding
+    the samples. A shard takes samples while it stays within ``size_limit - extra`` bytes (its
+    first sample always); only a first sample over the limit alone leaves an empty shard first."""
+    room = (size_limit - extra) if size_limit else None
+    bounds: list[tuple[int, int]] = []
+    start = 0  # first sample of the open shard
+    filled = 0  # bytes in the open shard; 0 when no shard is open
+    base = 0  # global index of the chunk's first sample
+    first = True
+    for chunk in sizes:
+        chunk = np.asarray(chunk, dtype=np.int64)
+        m = len(chunk)
+        if not m:
+            continue
+        if first and room is not None and chunk[0] > room:
+            bounds.append((0, 0))
+        first = False
+        if room is None:
+            filled += int(chunk.sum())
+            base += m
+            continue
+        csum = np.concatenate([[0], np.cumsum(chunk)])
+        pos = 0
+        while pos < m:
+            if not filled:  # a new shard takes its first sample whatever its size
+                start, filled, pos = base + pos, int(chunk[pos]), pos + 1
+                continue
+            end = int(np.searchsorted(csum, room - filled + csum[pos], side="right")) - 1
+            if end > pos:
+                filled += int(csum[end] - csum[pos])
+                pos = end
+            if pos < m:  # the next sample does not fit: close the shard
+                bounds.append((start, base + pos))
+                filled = 0
+        base += m
+    if filled or (room is None and base):
+        bounds.append((start, base))
+    return bounds
 
 
 def _fixed_binary(data: bytes, width: int, n: int) -> pa.Array:

@@ -17,7 +17,7 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from .tables import ROW, read_schema, source_info, table_format
 
 FORMAT_VERSION = 2
 DEFAULT_SHARD_SIZE = 64 << 20
+BATCH_ROWS = 1 << 16  # rows per read batch; json/jsonl columns are typed (and images deduplicated) per batch
 
 
 @dataclass
@@ -105,20 +106,25 @@ def _arrow_schema(path: str):
         return pq.ParquetFile(f).schema_arrow
 
 
-def _write(plan: DatasetPlan, work: str, columns: list[str], *, embed: bool, shard_size: int,
-           pool: ThreadPoolExecutor | None, on_rows: Callable[[int], None] | None) -> tuple[Stats, int, dict, dict]:
+def row_kinds(plan: DatasetPlan, columns: list[str]) -> dict[str, str]:
+    """How each read column is stored in the shards (see :func:`column_kinds`)."""
     from .reader import _NUMERIC
 
     fmt = table_format(plan.table)
     schema = _arrow_schema(plan.table) if fmt == "parquet" else None
-    kinds = column_kinds(schema, columns, fmt, [c for c in columns if c in _NUMERIC])
+    return column_kinds(schema, columns, fmt, [c for c in columns if c in _NUMERIC])
+
+
+def _write(plan: DatasetPlan, work: str, columns: list[str], *, embed: bool, shard_size: int,
+           pool: ThreadPoolExecutor | None, on_rows: Callable[[int], None] | None) -> tuple[Stats, int, dict, dict]:
+    kinds = row_kinds(plan, columns)
     codec = RowCodec(kinds, embed)
     stats = Stats()
     rows: list[np.ndarray] = []
     embedded, missing = 0, {}
     position = 0
     with ArrowMDSWriter(work, codec.columns(), size_limit=shard_size) as writer:
-        for batch in kept_batches(plan, columns=columns, stats=stats, batch_size=1 << 16):
+        for batch in kept_batches(plan, columns=columns, stats=stats, batch_size=BATCH_ROWS):
             idx = batch.column(ROW).to_numpy()
             rows.append(idx)
             blobs = None
@@ -150,14 +156,9 @@ def prepare_dataset(plan: DatasetPlan, out: str, *, embed: bool = False, shard_s
     dest = join(out, plan.name)
     schema = read_schema(plan.table)
     digest, what = fingerprint(plan, schema, embed, shard_size)
-    old = read_manifest(dest)
-    if old is not None and old.get("fingerprint") == digest:
-        if not s3.is_s3(out):  # what a run killed after its final rename left behind
-            for leftover in (f".{plan.name}.old", f".{plan.name}.partial"):
-                shutil.rmtree(os.path.join(out, leftover), ignore_errors=True)
-        return Prepared(plan.name, dest, digest, old["rows_read"], old["rows_kept"], old["dropped"],
-                        old["shards"], up_to_date=True, images_embedded=old.get("images_embedded", 0),
-                        images_missing=old.get("images_missing", {}))
+    done = up_to_date(plan, out, digest)
+    if done is not None:
+        return done
     local = not s3.is_s3(out)
     if local:
         os.makedirs(out, exist_ok=True)
@@ -177,23 +178,8 @@ def prepare_dataset(plan: DatasetPlan, out: str, *, embed: bool = False, shard_s
             pool.shutdown()
     with open(os.path.join(work, INDEX), encoding="utf-8") as f:
         n_shards = len(json.load(f)["shards"])
-    manifest = {
-        "dataset": plan.name,
-        "fingerprint": digest,
-        "source": {"path": plan.table, "size": what["size"], "version": what["version"]},
-        "columns": what["columns"],
-        "row_columns": [[name, kind] for name, kind in kinds.items()],  # in column order
-        "filters": what["filters"],
-        "embed_images": embed,
-        "rows_read": stats.rows_read,
-        "rows_kept": stats.rows_kept,
-        "dropped": {k: v for k, v in sorted(stats.dropped.items()) if v},
-        "shards": n_shards,
-        "images_embedded": embedded,
-        "images_missing": missing,
-    }
-    with open(os.path.join(work, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
+    manifest = build_manifest(plan, digest, what, kinds, stats, n_shards, embedded, missing)
+    write_manifest(work, manifest)
     if local:
         _commit_local(work, dest)
     else:
@@ -201,6 +187,45 @@ def prepare_dataset(plan: DatasetPlan, out: str, *, embed: bool = False, shard_s
         shutil.rmtree(os.path.dirname(work), ignore_errors=True)
     return Prepared(plan.name, dest, digest, stats.rows_read, stats.rows_kept, manifest["dropped"], n_shards,
                     images_embedded=embedded, images_missing=missing)
+
+
+def up_to_date(plan: DatasetPlan, out: str, digest: str) -> Prepared | None:
+    """The result recorded in ``{out}/{name}`` when its fingerprint is ``digest``, else ``None``."""
+    dest = join(out, plan.name)
+    old = read_manifest(dest)
+    if old is None or old.get("fingerprint") != digest:
+        return None
+    if not s3.is_s3(out):  # what a run killed after its final rename left behind
+        for leftover in (f".{plan.name}.old", f".{plan.name}.partial"):
+            shutil.rmtree(os.path.join(out, leftover), ignore_errors=True)
+    return Prepared(plan.name, dest, digest, old["rows_read"], old["rows_kept"], old["dropped"],
+                    old["shards"], up_to_date=True, images_embedded=old.get("images_embedded", 0),
+                    images_missing=old.get("images_missing", {}))
+
+
+def build_manifest(plan: DatasetPlan, digest: str, what: dict, kinds: dict[str, str], stats: Stats, n_shards: int,
+                   embedded: int, missing: dict[str, int]) -> dict:
+    """The ``manifest.json`` of a prepared dataset (the same whichever engine wrote the shards)."""
+    return {
+        "dataset": plan.name,
+        "fingerprint": digest,
+        "source": {"path": plan.table, "size": what["size"], "version": what["version"]},
+        "columns": what["columns"],
+        "row_columns": [[name, kind] for name, kind in kinds.items()],  # in column order
+        "filters": what["filters"],
+        "embed_images": what["embed"],
+        "rows_read": stats.rows_read,
+        "rows_kept": stats.rows_kept,
+        "dropped": {k: v for k, v in sorted(stats.dropped.items()) if v},
+        "shards": n_shards,
+        "images_embedded": embedded,
+        "images_missing": missing,
+    }
+
+
+def write_manifest(folder: str, manifest: dict) -> None:
+    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
 
 
 def _commit_local(work: str, dest: str) -> None:
@@ -212,15 +237,29 @@ def _commit_local(work: str, dest: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _commit_s3(work: str, dest: str) -> None:
-    """Upload shards first, then the index, the row map, and the manifest last."""
+def _commit_s3(work: str, dest: str, copies: Mapping[str, str] | None = None) -> None:
+    """Upload shards first, then the index, the row map, and the manifest last.
+
+    ``copies`` maps more object names to objects already on S3 (shards that Ray tasks wrote in a
+    work prefix): they are copied server-side, with the shards, before the index."""
     bucket, prefix = s3.split(dest + "/")
     client = s3.client()
     client.delete_object(Bucket=bucket, Key=prefix + MANIFEST)  # incomplete until the manifest is back
-    names = sorted(os.listdir(work))
+    copies = dict(copies or {})
+    names = sorted(set(os.listdir(work)) | set(copies))
     last = [INDEX, ROWS, MANIFEST]
-    for name in [n for n in names if n not in last] + last:
-        client.upload_file(os.path.join(work, name), bucket, prefix + name)
+
+    def put(name: str) -> None:
+        if name in copies:
+            src_bucket, src_key = s3.split(copies[name])
+            client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, prefix + name)
+        else:
+            client.upload_file(os.path.join(work, name), bucket, prefix + name)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:  # the shards, in any order
+        list(pool.map(put, [n for n in names if n not in last]))
+    for name in last:
+        put(name)
     keep = {prefix + n for n in names}
     stale = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
              for o in page.get("Contents", []) if o["Key"] not in keep and "/" not in o["Key"][len(prefix):]]
