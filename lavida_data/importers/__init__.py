@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import importlib
 
-from .base import IMPORTERS, ImportContext, Importer, ImportResult, Part, Row, importer, read_import_meta, run_import
+from .base import IMPORTERS, ImportContext, Importer, Part, Row, importer
+from .run import ImportResult, read_import_meta, run_import
 
-_MODULES = ("t2i", "edit", "understanding", "grounding")
+_MODULES = ("laion", "t2i", "edit", "understanding", "grounding", "refer")
 
 
 def load_all() -> dict[str, Importer]:

@@ -40,27 +40,21 @@ from typing import Iterator
 import pyarrow as pa
 
 from .base import ImportContext, ImportError_, Part, Row, importer
-from .sources import image_size, read_bytes
-from .t2i import (
-    T2I,
-    T2I_ENTRY,
-    T2I_SCHEMA,
+from .jsonstream import read_records
+from .layout import (
     Joiner,
-    header_size,
+    complete,
     is_image,
-    iter_archive,
-    location,
+    match_images,
     need_images_to,
-    norm,
-    read_records,
-    read_records_uri,
     scan,
     skip_n,
     string_list,
     suffixes,
-    t2i_row,
     text_value,
 )
+from .sources import iter_members, location, norm, read_bytes
+from .t2i import T2I, T2I_ENTRY, T2I_SCHEMA, joined_row
 
 EDIT_ENTRY = {"length_group": "edit"}
 
@@ -96,7 +90,7 @@ def sharegpt_4o(source: str, ctx: ImportContext) -> Iterator[Row]:
                            "input_image}} records (text_to_image.json, image_editing.json); found no .json file")
     joiner = Joiner()
     for uri in jsons:
-        for i, rec in enumerate(read_records_uri(uri, ctx, fields=("output_image", "input_prompt"))):
+        for i, rec in enumerate(read_records(uri, ctx.skip, fields=("output_image", "input_prompt"))):
             where = f"{uri}: record {i}"
             prompt = text_value(rec.get("input_prompt"))
             out = rec.get("output_image")
@@ -110,47 +104,15 @@ def sharegpt_4o(source: str, ctx: ImportContext) -> Iterator[Row]:
             if inputs is None:
                 ctx.skip("bad_input_image", f"{where}: input_image must be a path or a list of paths")
                 continue
-            joiner.add((where, prompt, bool(inputs)), [_record_keys(p) for p in [out, *inputs]])
+            joiner.add((where, prompt), [_record_keys(p) for p in [out, *inputs]])
 
-    def rows(payload: tuple, values: list) -> Iterator[Row]:
-        where, prompt, edit = payload
-        ctx.progress()
-        if any(v is None for v in values):
-            ctx.skip("image_missing", f"{where}: {sum(v is None for v in values)} of its images are in no "
-                     "archive or folder of the release")
-            return
-        if edit:
-            yield Row("edit", {"input_image": [v[0] for v in values[1:]], "output_image": values[0][0],
-                               "input_prompt": prompt})
-        else:
-            yield t2i_row(values[0][0], prompt, values[0][1], "t2i")
+    def keys(paths: list[str]) -> list[str]:
+        return _ordered([s for p in paths for s in suffixes(p)])
 
-    for uri in rel_.files:
-        if not joiner.pending:
-            break
-        relpath = rel_.rel(uri)
-        if is_image(uri) and (key := joiner.wanted(_ordered(suffixes(relpath)))):
-            path = ctx.image(f"sharegpt-4o/{key}", lambda u=uri: read_bytes(u), fallback=location(uri))
-            for payload, values in joiner.fill(key, (path, header_size(uri))):
-                yield from rows(payload, values)
-    if joiner.pending and rel_.archives:
-        if ctx.images is None:
-            raise need_images_to("sharegpt-4o", rel_.archives)
-        for arc in rel_.archives:
-            for member, read in iter_archive(arc, ctx):
-                if not joiner.pending:
-                    break
-                if not is_image(member):
-                    continue
-                relpath = arc.member_path(member)
-                cands = suffixes(relpath) + suffixes(norm(posixpath.join(arc.dir, arc.stem, member)))
-                if key := joiner.wanted(_ordered(cands)):
-                    data = read()
-                    path = ctx.image(f"sharegpt-4o/{key}", data)  # where the records say it is
-                    for payload, values in joiner.fill(key, (path, image_size(data))):
-                        yield from rows(payload, values)
-    for payload, values in joiner.leftovers():
-        yield from rows(payload, values)
+    # an image is stored where the records say it is, whatever the packing
+    for (where, prompt), values in match_images(rel_, ctx, joiner, keys, store_by_key=True):
+        if complete(ctx, where, values):
+            yield joined_row(values, prompt, "edit", ("input_image", "output_image", "input_prompt"))
 
 
 # ---------------------------------------------------------------------------- GPT-Image-Edit
@@ -243,12 +205,8 @@ def gpt_image_edit(source: str, ctx: ImportContext) -> Iterator[Row]:
 
     def rows(payload: tuple, values: list) -> Iterator[Row]:
         src, where, instruction = payload
-        ctx.progress()
-        if any(v is None for v in values):
-            ctx.skip("image_missing", f"{where}: {sum(v is None for v in values)} of its images are in no archive "
-                     "or folder of the release")
-            return
-        yield Row(_part(src), {"input_paths": values[0], "output_paths": values[1], "instruction": instruction})
+        if complete(ctx, where, values):
+            yield Row(_part(src), {"input_paths": values[0], "output_paths": values[1], "instruction": instruction})
 
     def add_records(recs: Iterator[dict], src: str, name: str) -> Iterator[Row]:
         nonlocal records
@@ -271,7 +229,7 @@ def gpt_image_edit(source: str, ctx: ImportContext) -> Iterator[Row]:
         if _in_metadata(relpath):
             src = _meta_source(relpath, known, root_name)
             outside.add(src)
-            yield from add_records(read_records_uri(uri, ctx, fields=("instruction", "input")), src, uri)
+            yield from add_records(read_records(uri, ctx.skip, fields=("instruction", "input")), src, uri)
     for uri in loose_images:
         relpath = rel_.rel(uri)
         key = _image_key(loose_source(relpath), relpath)
@@ -284,15 +242,16 @@ def gpt_image_edit(source: str, ctx: ImportContext) -> Iterator[Row]:
         raise need_images_to("gpt-image-edit", todo)
     for arc in todo:
         remember = arc.stem not in outside  # its metadata may come after its images
-        for member, read in iter_archive(arc, ctx):
+        for member, read in iter_members(arc.parts, ctx.skip):
             if not remember and not joiner.pending:
                 break
             relpath = arc.member_path(member)
             if _in_metadata(relpath):
                 if arc.stem in outside:  # already read from beside the archive
                     continue
-                yield from add_records(read_records(io.BytesIO(read()), f"{arc.name}:{member}", ctx,
-                                                    fields=("instruction", "input")), arc.stem, f"{arc.name}:{member}")
+                name = f"{arc.name}:{member}"
+                yield from add_records(read_records(io.BytesIO(read()), ctx.skip, ("instruction", "input"), name),
+                                       arc.stem, name)
                 continue
             if not is_image(member):
                 continue

@@ -1,5 +1,5 @@
-"""Grounding tables: GranD-f (dense captions with boxes), the refer toolkit's RefCOCO/+/g splits
-and lmms-lab's RefCOCO parquet (referring expressions).
+"""Grounding tables from GranD-f (dense captions with boxes), and what the grounding KINDs share
+(``refer.py`` too): where a record's image is, and captions with grounded phrases.
 
 Boxes go onto the 0..1024 grid in the import's frame (``--frame``; see :mod:`.boxes`).
 
@@ -9,27 +9,23 @@ Flickr30k) are downloaded separately. When the annotations' folder holds an ``im
 the absolute path of the image there (local folders are checked: a missing image skips the
 record as ``missing_image``); otherwise ``s3_path`` is the file name as the annotation gives it,
 relative, and the mixture entry needs ``image_root`` set to the folder (or prefix) holding the
-images. lmms-lab's parquet embeds the images: they are written under ``--images-to``.
+images.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
-from typing import IO, Any, Iterator
+from typing import Any, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import s3
-from . import safe_pickle
 from .base import ImportContext, ImportError_, Part, Row, importer
 from .boxes import (
     Box,
     Malformed,
     grounded,
-    loc_tokens,
     masks_bbox,
     polygons_bbox,
     rle_bbox,
@@ -38,118 +34,16 @@ from .boxes import (
     union,
     xywh_to_xyxy,
 )
-from .sources import exists, image_size, is_dir, join, list_files, open_binary, read_bytes
+from .jsonstream import iter_json_top
+from .sources import folder_of, image_size, is_dir, join, location, walk
 
 GRANDF_SCHEMA = pa.schema([("s3_path", pa.string()), ("loc_caption", pa.string())])
-REFER_SCHEMA = pa.schema([("s3_path", pa.string()), ("label", pa.string()), ("loc_string", pa.string())])
-
-
-# ------------------------------------------------------------------------------ streaming JSON
-
-
-class _JsonStream:
-    """A JSON text read incrementally: values are decoded one at a time from a sliding buffer."""
-
-    def __init__(self, text: IO[str], name: str, chunk: int = 1 << 20):
-        self.text, self.name, self.chunk = text, name, chunk
-        self.buf, self.pos, self.eof = "", 0, False
-        self.dec = json.JSONDecoder()
-
-    def _fill(self) -> bool:
-        if self.eof:
-            return False
-        more = self.text.read(self.chunk)
-        if not more:
-            self.eof = True
-            return False
-        self.buf = self.buf[self.pos:] + more
-        self.pos = 0
-        return True
-
-    def peek(self) -> str:
-        """The next non-blank character ('' at the end), not consumed."""
-        while True:
-            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\r\n":
-                self.pos += 1
-            if self.pos < len(self.buf):
-                return self.buf[self.pos]
-            if not self._fill():
-                return ""
-
-    def expect(self, chars: str, what: str) -> str:
-        c = self.peek()
-        if not c or c not in chars:
-            found = repr(c) if c else "the end of the file"
-            raise ImportError_(f"{self.name}: invalid JSON: expected {what}, found {found}")
-        self.pos += 1
-        return c
-
-    def value(self) -> Any:
-        self.peek()
-        while True:
-            try:
-                v, end = self.dec.raw_decode(self.buf, self.pos)
-            except json.JSONDecodeError as e:
-                if not self._fill():
-                    raise ImportError_(f"{self.name}: invalid JSON: {e.msg}") from None
-                continue
-            if (isinstance(v, (int, float)) and not isinstance(v, bool) and not self.buf[end:].lstrip("0123456789.eE+-")
-                    and self._fill()):  # a number cut by the end of the buffer: read on, decode it again
-                continue
-            self.pos = end
-            return v
-
-    def items(self) -> Iterator[Any]:
-        """The values of an array whose ``[`` was just consumed."""
-        if self.peek() == "]":
-            self.pos += 1
-            return
-        while True:
-            yield self.value()
-            if self.expect(",]", "',' or ']' in an array") == "]":
-                return
-
-
-def iter_json_top(uri: str) -> Iterator[tuple[str | None, Any, bool]]:
-    """A JSON file's top level, streamed: for an array, ``(None, item, True)`` per item; for an
-    object, ``(key, item, True)`` per item of a member whose value is an array and
-    ``(key, value, False)`` for any other member. Memory is bounded by one item."""
-    with open_binary(uri) as raw:
-        js = _JsonStream(io.TextIOWrapper(raw, encoding="utf-8-sig"), uri)  # a byte-order mark is skipped
-        if js.expect("[{", "a JSON array or object") == "[":
-            for item in js.items():
-                yield None, item, True
-            return
-        if js.peek() == "}":
-            return
-        while True:
-            key = js.value()
-            if not isinstance(key, str):
-                raise ImportError_(f"{uri}: invalid JSON: an object key must be a string")
-            js.expect(":", "':' after an object key")
-            if js.peek() == "[":
-                js.pos += 1
-                for item in js.items():
-                    yield key, item, True
-            else:
-                yield key, js.value(), False
-            if js.expect(",}", "',' or '}' in an object") == "}":
-                return
 
 
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _folder(source: str) -> str:
-    """The folder of a source: itself when it is a folder, else the one holding it."""
-    if is_dir(source):
-        return source.rstrip("/") if s3.is_s3(source) else os.path.abspath(source)
-    if s3.is_s3(source):
-        return source.rsplit("/", 1)[0]
-    return os.path.dirname(os.path.abspath(source))
-
-
-class _Images:
+class ImageFolder:
     """Where a record's image is: under ``root`` (absolute, local files checked), or the bare
     relative file name when there is no root (the mixture entry's ``image_root`` resolves it)."""
 
@@ -159,9 +53,10 @@ class _Images:
 
     @staticmethod
     def find_root(folder: str, *extra: str) -> str | None:
+        """The first of ``folder/images`` and ``extra`` that is a folder, or None."""
         for cand in (join(folder, "images"), *extra):
             if is_dir(cand):
-                return cand if s3.is_s3(cand) else os.path.abspath(cand)
+                return location(cand)
         return None
 
     def path(self, name: Any) -> str:
@@ -182,22 +77,14 @@ class _Images:
         if self.root is None and not (s3.is_s3(path) or os.path.isabs(path)):
             raise Malformed("unknown_image_size", "the record gives no width/height and there is no images/ "
                                                   "folder to read the image from")
-        try:
-            if s3.is_s3(path):
-                size = image_size(read_bytes(path))
-            else:
-                from PIL import Image
-
-                with Image.open(path) as im:
-                    size = im.size
-        except (OSError, ValueError) as e:
-            raise Malformed("bad_image", f"{path}: {e}") from None
+        size = image_size(path)
         if size is None:
             raise Malformed("bad_image", f"{path} is not a readable image")
         return size
 
 
-def _size(rec: dict) -> tuple[Any, Any] | None:
+def record_size(rec: dict) -> tuple[Any, Any] | None:
+    """A record's ``width``/``height``; None when it gives neither."""
     w, h = rec.get("width"), rec.get("height")
     if w is None and h is None:
         return None
@@ -262,7 +149,7 @@ def _box_of(obj: dict, seg_key: str) -> Box:
 # ----------------------------------------------------------------------------------- GranD-f
 
 
-def _grandf_gcg(rec: dict, images: _Images, frame: str) -> dict:
+def _grandf_gcg(rec: dict, images: ImageFolder, frame: str) -> dict:
     """GranDf_HA / OpenPsg: ``{file_name, caption, height, width, groundings: {phrase:
     {token_positives: [s, e], rle_masks: [RLE]}}}``; a phrase's box bounds the union of its masks."""
     caption = rec.get("caption")
@@ -273,7 +160,7 @@ def _grandf_gcg(rec: dict, images: _Images, frame: str) -> dict:
         raise Malformed("no_groundings", "no groundings")
     if not isinstance(groundings, dict):
         raise Malformed("bad_groundings", "groundings must map each phrase to its span and masks")
-    size = _size(rec)
+    size = record_size(rec)
     grounds = []
     for phrase, g in groundings.items():
         if not isinstance(g, dict):
@@ -316,7 +203,7 @@ def _find(caption: str, phrase: str, taken: list[tuple[int, int]]) -> tuple[int,
     raise Malformed("phrase_not_in_caption", f"phrase {phrase[:60]!r} is not in the caption")
 
 
-def _grandf_refcocog(rec: dict, images: _Images, frame: str) -> dict:
+def _grandf_refcocog(rec: dict, images: ImageFolder, frame: str) -> dict:
     """RefCOCOg_GCG: ``{img_file_name, caption, refs: [{sentence, segmentation (polygons)}]}``;
     each sentence is found in the caption; its box bounds its polygons."""
     caption = rec.get("caption")
@@ -345,7 +232,7 @@ def _grandf_refcocog(rec: dict, images: _Images, frame: str) -> dict:
         taken += spans
         box = _box_of(ref, "segmentation")
         grounds += [(s, e, box) for s, e in spans]
-    size = _size(rec) or images.size(path)
+    size = record_size(rec) or images.size(path)
     return {"s3_path": path, "loc_caption": loc_caption(caption, grounds, size[0], size[1], frame)}
 
 
@@ -387,7 +274,7 @@ class _Coco:
         self.anns.setdefault(iid, []).append((spans, box))
         return None
 
-    def rows(self, images: _Images, frame: str, ctx: ImportContext, where: str) -> Iterator[Row]:
+    def rows(self, images: ImageFolder, frame: str, ctx: ImportContext, where: str) -> Iterator[Row]:
         for iid, (file_name, w, h, caption) in self.images.items():
             ctx.progress(1)
             try:
@@ -399,7 +286,7 @@ class _Coco:
                     raise Malformed("no_groundings", f"image {iid} has no annotation")
                 if not isinstance(caption, str) or not caption.strip():
                     raise Malformed("missing_caption", f"image {iid} has no caption")
-                size = _size({"width": w, "height": h})
+                size = record_size({"width": w, "height": h})
                 if size is None:
                     raise Malformed("unknown_image_size", f"image {iid} has no width/height")
                 path = images.path(file_name)
@@ -431,12 +318,12 @@ def import_grandf(source: str, ctx: ImportContext) -> Iterator[Row]:
         raise ImportError_("grandf: GranD-f holds no images (they are SA-1B, COCO and Flickr30k files): "
                            "--images-to is not used; put the images in an images/ folder beside the "
                            "annotations, or set image_root in the mixture entry")
-    files = list_files(source, r"^[^/]+\.json$") if is_dir(source) else [source]
+    files = sorted(walk(source, r"^[^/]+\.json$")) if is_dir(source) else [source]
     if not files:
         raise ImportError_(f"grandf: no annotation file in {source}: expected GranD-f JSON files "
                            "(GranDf_HA_GCG_train.json, OpenPsgGCG_train.json, RefCOCOg_GCG_train.json, "
                            "flickr_mergedGT_GCG_train.json)")
-    images = _Images(_Images.find_root(_folder(source)))
+    images = ImageFolder(ImageFolder.find_root(folder_of(source)))
     for uri in files:
         coco = _Coco()
         n = 0
@@ -479,189 +366,3 @@ def _grandf_format(key: str | None, item: Any, in_array: bool) -> tuple[dict, st
         if isinstance(inner, dict) and "groundings" in inner:
             return inner, "gcg"
     return item, None
-
-
-# ----------------------------------------------------------------------------------- RefCOCO
-
-
-REFS_PREFERENCE = ("refs(unc).p", "refs(umd).p", "refs(google).p")
-
-
-def _refs_file(source: str) -> str:
-    if not is_dir(source):
-        return source
-    found = {os.path.basename(u): u for u in list_files(source, r"^refs\(.+\)\.p$")}
-    for name in REFS_PREFERENCE:
-        if name in found:
-            return found[name]
-    if found:
-        return found[sorted(found)[0]]
-    raise ImportError_(f"refcoco: no refs pickle in {source}: expected the refer toolkit's dataset folder "
-                       "(refcoco/ or refcoco+/ with refs(unc).p, refcocog/ with refs(umd).p) and its instances.json")
-
-
-def _sentence(s: Any) -> str:
-    if isinstance(s, dict):
-        s = s.get("sent") or s.get("raw")
-    return " ".join(s.split()) if isinstance(s, str) else ""
-
-
-@importer("refcoco", parts={"main": Part(REFER_SCHEMA, "preproces_refcoco_rec", entry={"length_group": "grounding"})})
-def import_refcoco(source: str, ctx: ImportContext) -> Iterator[Row]:
-    """RefCOCO / RefCOCO+ / RefCOCOg training expressions from the refer toolkit. SOURCE: the
-    dataset folder (``refs(unc).p`` or ``refs(umd).p`` and ``instances.json``), or the pickle
-    itself. The pickle is read as plain data only; ``instances.json`` is streamed. One row per
-    sentence of the train split: ``s3_path``, ``label`` (the sentence's ``sent``), ``loc_string``
-    (the annotation's box). Images: ``images/`` beside the files or the refer toolkit's
-    ``../images/mscoco/images/train2014``, else relative COCO file names (set ``image_root``)."""
-    if ctx.images is not None:
-        raise ImportError_("refcoco: the refer toolkit holds no images (they are COCO train2014 files): "
-                           "--images-to is not used; put them in an images/ folder beside the refs pickle, "
-                           "or set image_root in the mixture entry")
-    refs_uri = _refs_file(source)
-    folder = _folder(refs_uri)
-    inst_uri = join(folder, "instances.json")
-    if not exists(inst_uri):
-        raise ImportError_(f"refcoco: {inst_uri} is missing: the refer toolkit keeps the COCO annotations "
-                           "of a dataset in instances.json beside its refs pickle")
-    refs = safe_pickle.load(refs_uri)
-    if not isinstance(refs, list):
-        raise ImportError_(f"refcoco: {refs_uri} holds a {type(refs).__name__}, expected the refer toolkit's "
-                           "list of refs")
-    train: list[tuple[Any, Any, Any, list]] = []
-    need_anns: set = set()
-    need_imgs: set = set()
-    for i, ref in enumerate(refs):
-        if not isinstance(ref, dict):
-            ctx.skip("bad_ref", f"{refs_uri}: ref {i} is not a dict")
-            continue
-        if ref.get("split") != "train":
-            continue
-        sentences = ref.get("sentences")
-        if (not isinstance(ref.get("ann_id"), (int, str)) or not isinstance(ref.get("image_id"), (int, str))
-                or not isinstance(sentences, list)):
-            ctx.skip("bad_ref", f"{refs_uri}: ref {ref.get('ref_id', i)} lacks ann_id, image_id or sentences")
-            continue
-        train.append((ref.get("ref_id", i), ref["ann_id"], ref["image_id"], sentences))
-        need_anns.add(ref["ann_id"])
-        need_imgs.add(ref["image_id"])
-    del refs
-    anns: dict = {}
-    imgs: dict = {}
-    for key, item, in_array in iter_json_top(inst_uri):
-        if not in_array or not isinstance(item, dict):
-            continue
-        if not isinstance(item.get("id"), (int, str)):
-            continue
-        if key == "annotations" and item["id"] in need_anns:
-            anns[item["id"]] = (item.get("image_id"), item.get("bbox"))
-        elif key == "images" and item["id"] in need_imgs:
-            imgs[item["id"]] = (item.get("file_name"), item.get("width"), item.get("height"))
-    refer_images = os.path.join(folder, "..", "images", "mscoco", "images", "train2014")
-    images = _Images(_Images.find_root(folder, *([] if s3.is_s3(folder) else [refer_images])))
-    for ref_id, ann_id, image_id, sentences in train:
-        ctx.progress(1)
-        where = f"{refs_uri}: ref {ref_id}"
-        try:
-            if ann_id not in anns:
-                raise Malformed("missing_annotation", f"annotation {ann_id} is not in instances.json")
-            ann_image, bbox = anns[ann_id]
-            if ann_image != image_id:
-                raise Malformed("annotation_image_mismatch", f"annotation {ann_id} is of image {ann_image}, "
-                                                             f"the ref of image {image_id}")
-            if image_id not in imgs:
-                raise Malformed("missing_image_record", f"image {image_id} is not in instances.json")
-            file_name, w, h = imgs[image_id]
-            size = _size({"width": w, "height": h})
-            if size is None:
-                raise Malformed("unknown_image_size", f"image {image_id} has no width/height")
-            loc = loc_tokens(to_grid(xywh_to_xyxy(bbox), size[0], size[1], ctx.frame))
-            path = images.path(file_name)
-        except Malformed as e:
-            ctx.skip(e.reason, f"{where}: {e}")
-            continue
-        for sent in sentences:
-            label = _sentence(sent)
-            if not label:
-                ctx.skip("empty_sentence", f"{where}: a sentence without text")
-                continue
-            yield Row("main", {"s3_path": path, "label": label, "loc_string": loc})
-
-
-# ------------------------------------------------------------------------------ lmms RefCOCO
-
-
-LMMS_COLUMNS = ("question_id", "image", "answer", "bbox", "file_name")
-
-
-def _lmms_name(rec: dict) -> str:
-    fn = rec.get("file_name")
-    if isinstance(fn, str):
-        base = fn.replace("\\", "/").rsplit("/", 1)[-1].strip()
-        if base and base not in (".", ".."):
-            return base
-    qid = rec.get("question_id")
-    if qid is None or not str(qid).strip() or "/" in str(qid):
-        raise Malformed("missing_file_name", "neither file_name nor question_id names the image")
-    return f"{qid}.jpg"
-
-
-@importer("lmms-refcoco", parts={"main": Part(REFER_SCHEMA, "preproces_refcoco_rec",
-                                              entry={"length_group": "grounding"})})
-def import_lmms_refcoco(source: str, ctx: ImportContext) -> Iterator[Row]:
-    """lmms-lab RefCOCO / RefCOCO+ / RefCOCOg parquet (evaluation splits: do not train on what
-    you evaluate on). SOURCE: a parquet file or a folder of them, read batch by batch. The
-    embedded images are written under ``--images-to`` as ``lmms-refcoco/<file_name>`` (or
-    ``<question_id>.jpg``); one row per expression of ``answer``: ``s3_path``, ``label``,
-    ``loc_string`` (``bbox`` xywh in pixels of the embedded image)."""
-    if ctx.images is None:
-        raise ImportError_("lmms-refcoco: the images are embedded in the parquet: give --images-to "
-                           "DIR_OR_S3_URI to write them out (the table then points at them)")
-    files = list_files(source, r"\.parquet$")
-    if not files:
-        raise ImportError_(f"lmms-refcoco: no .parquet file in {source}: expected lmms-lab/RefCOCO* parquet "
-                           "with columns question_id, image {bytes}, answer, bbox, file_name")
-    done: dict[str, str] = {}
-    for uri in files:
-        with open_binary(uri, seekable=True) as f:
-            pf = pq.ParquetFile(f)
-            names = pf.schema_arrow.names
-            missing = [c for c in ("image", "answer", "bbox") if c not in names]
-            if missing:
-                raise ImportError_(f"lmms-refcoco: {uri} lacks column(s) {', '.join(missing)}: expected "
-                                   "question_id, image {bytes}, question, answer (a list), bbox (xywh pixels), "
-                                   f"file_name; found {', '.join(names)}")
-            cols = [c for c in LMMS_COLUMNS if c in names]
-            n = 0
-            for batch in pf.iter_batches(batch_size=64, columns=cols):
-                for rec in batch.to_pylist():
-                    n += 1
-                    ctx.progress(1)
-                    where = f"{uri}: row {n - 1} (question_id {rec.get('question_id')})"
-                    try:
-                        rows = _lmms_rows(rec, ctx, done)
-                    except Malformed as e:
-                        ctx.skip(e.reason, f"{where}: {e}")
-                        continue
-                    yield from rows
-
-
-def _lmms_rows(rec: dict, ctx: ImportContext, done: dict[str, str]) -> list[Row]:
-    img = rec.get("image")
-    data = img.get("bytes") if isinstance(img, dict) else img
-    if not isinstance(data, (bytes, bytearray)) or not data:
-        raise Malformed("missing_image", "no image bytes")
-    size = image_size(bytes(data))
-    if size is None:
-        raise Malformed("bad_image", "the image bytes are not a readable image")
-    loc = loc_tokens(to_grid(xywh_to_xyxy(rec.get("bbox")), size[0], size[1], ctx.frame))
-    answers = rec.get("answer")
-    answers = [answers] if isinstance(answers, str) else answers
-    labels = [" ".join(a.split()) for a in (answers or []) if isinstance(a, str) and a.strip()]
-    if not labels:
-        raise Malformed("no_answer", "no referring expression in answer")
-    key = f"lmms-refcoco/{_lmms_name(rec)}"
-    path = done.get(key)
-    if path is None:
-        path = done[key] = ctx.image(key, bytes(data))
-    return [Row("main", {"s3_path": path, "label": label, "loc_string": loc}) for label in labels]

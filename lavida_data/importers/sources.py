@@ -1,19 +1,28 @@
-"""Reading native layouts from local files or S3, streaming: listings, tars (split or not), zips,
-JSON arrays and JSON lines, image sizes from headers. Memory is bounded by one record or member."""
+"""Reading native layouts from local files or S3, streaming: listings, archives (tars, plain, gzip
+or split in parts, and zips), image sizes from headers, the fingerprint of a source. Memory is
+bounded by one listing page or one archive member."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
+import posixpath
 import re
 import tarfile
 import zipfile
 from typing import IO, Callable, Iterable, Iterator
 
 from .. import s3
-from ..tables import _open, iter_json_array
+from ..tables import _open
+from .base import ImportError_
+
+OnError = Callable[[str, str], None]  # (skip reason, where): ImportContext.skip
+Member = tuple[str, Callable[[], bytes]]  # (path in the archive, read its bytes)
+
+# ----------------------------------------------------------------------------------------- paths
 
 
 def join(base: str, *parts: str) -> str:
@@ -23,36 +32,41 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
-def exists(uri: str) -> bool:
+def norm(path: str) -> str:
+    """A record's or member's relative path, normalised (``./a//b`` -> ``a/b``, no leading ``/``)."""
+    p = posixpath.normpath(str(path).strip().replace("\\", "/")).lstrip("/")
+    return "" if p == "." else p
+
+
+def rel(uri: str, source: str) -> str:
+    """``uri``'s path inside ``source`` (``/``-separated); its name when ``source`` is a file."""
     if s3.is_s3(uri):
-        try:
-            s3.head(uri)
-            return True
-        except (FileNotFoundError, PermissionError, OSError):
-            return False
-    return os.path.exists(uri)
-
-
-def list_files(source: str, pattern: str = r".*") -> list[str]:
-    """Every file under ``source`` (a folder or S3 prefix; or ``source`` itself when it is a file)
-    whose path relative to ``source`` matches ``pattern`` (``re.search``), sorted."""
-    rx = re.compile(pattern)
-    if s3.is_s3(source):
-        bucket, prefix = s3.split(source.rstrip("/") + "/") if not _is_object(source) else s3.split(source)
-        pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        keys = [o["Key"] for p in pages for o in p.get("Contents", [])]
-        base = f"s3://{bucket}/"
-        return sorted(base + k for k in keys if rx.search(k[len(prefix):] or os.path.basename(k)))
+        base = source.rstrip("/")
+        return uri[len(base) + 1:] if uri.startswith(base + "/") else posixpath.basename(uri)
     if os.path.isfile(source):
-        return [source] if rx.search(os.path.basename(source)) else []
-    out = []
-    for root, dirs, files in os.walk(source):
-        dirs.sort()
-        for name in files:
-            path = os.path.join(root, name)
-            if rx.search(os.path.relpath(path, source)):
-                out.append(path)
-    return sorted(out)
+        return os.path.basename(uri)
+    return os.path.relpath(uri, source).replace(os.sep, "/")
+
+
+def location(uri: str) -> str:
+    """Where a table points for a file or folder: its absolute path, or its ``s3://`` URI."""
+    return uri.rstrip("/") if s3.is_s3(uri) else os.path.abspath(uri)
+
+
+def folder_of(source: str) -> str:
+    """The folder of a source (:func:`location`): itself when it is a folder, else the one holding it."""
+    if is_dir(source):
+        return location(source)
+    if s3.is_s3(source):
+        return source.rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(source))
+
+
+# ------------------------------------------------------------------------------ files and listings
+
+
+def exists(uri: str) -> bool:
+    return _is_object(uri) if s3.is_s3(uri) else os.path.exists(uri)
 
 
 def is_dir(uri: str) -> bool:
@@ -78,10 +92,65 @@ def read_bytes(uri: str) -> bytes:
         return f.read()
 
 
-@contextlib.contextmanager
-def open_binary(uri: str, seekable: bool = False) -> Iterator[IO[bytes]]:
-    with _open(uri, seekable=seekable) as f:
-        yield f
+def open_binary(uri: str, seekable: bool = False) -> contextlib.AbstractContextManager[IO[bytes]]:
+    """A local file or an S3 object opened for reading (``seekable``: S3 read by byte ranges)."""
+    return _open(uri, seekable=seekable)
+
+
+def list_objects(uri: str) -> Iterator[dict]:
+    """The listing entries (``Key``, ``Size``, ``ETag``, ...) of every S3 object whose key starts
+    with ``uri``'s key (end it with ``/`` for a folder), page by page."""
+    bucket, prefix = s3.split(uri)
+    for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Contents", [])
+
+
+def walk(source: str, pattern: str | None = None) -> Iterator[str]:
+    """Every file under ``source`` (or ``source`` itself when it is a file) whose path relative to
+    ``source`` (:func:`rel`) matches ``pattern`` (``re.search``; every file when None), streamed:
+    a local folder folder by folder (names sorted, links followed), an S3 prefix page by page."""
+    rx = re.compile(pattern) if pattern is not None else None
+    for uri in _walk(source):
+        if rx is None or rx.search(rel(uri, source)):
+            yield uri
+
+
+def _walk(source: str) -> Iterator[str]:
+    if s3.is_s3(source):
+        if not source.endswith("/") and _is_object(source):
+            yield source
+            return
+        bucket = s3.split(source.rstrip("/") + "/")[0]
+        for o in list_objects(source.rstrip("/") + "/"):
+            if not o["Key"].endswith("/"):
+                yield f"s3://{bucket}/{o['Key']}"
+        return
+    if os.path.isfile(source):
+        yield source
+        return
+    if not os.path.isdir(source):
+        raise ImportError_(f"{source}: no such file or folder")
+    for root, dirs, files in os.walk(source, followlinks=True):
+        dirs.sort()
+        for name in sorted(files):
+            yield os.path.join(root, name)
+
+
+def source_fingerprint(source: str) -> dict:
+    """Size and mtime (or etag) of a source file, or of every file under a source folder."""
+    if s3.is_s3(source):  # an object, or every object under a prefix
+        items = sorted((o["Key"], o["Size"], o.get("ETag", "")) for o in list_objects(source))
+    else:
+        items = []
+        for p in walk(source):
+            st = os.stat(p)
+            items.append((rel(p, source), st.st_size, int(st.st_mtime)))
+        items.sort()
+    digest = hashlib.sha256(json.dumps(items).encode()).hexdigest()[:32]
+    return {"files": len(items), "digest": digest}
+
+
+# -------------------------------------------------------------------------------------- archives
 
 
 class _Concat(io.RawIOBase):
@@ -124,64 +193,59 @@ def split_parts(uris: Iterable[str]) -> dict[str, list[str]]:
     return {k: [u for _, u in sorted(v)] for k, v in sorted(groups.items())}
 
 
-def iter_tar(uris: str | list[str], on_error: Callable[[str, str], None] | None = None
-             ) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    """The regular files of a tar (plain or gzip; given as one file or as ordered split parts),
-    streamed: ``(member name, read)``; ``read()`` must be called before the next member."""
-    parts = [uris] if isinstance(uris, str) else list(uris)
+def iter_members(parts: str | list[str] | tuple[str, ...], on_error: OnError) -> Iterator[Member]:
+    """The files of an archive, streamed: a tar (plain or gzip; one file or its split parts in
+    order) or a zip (local, or S3 read by ranges). Yields ``(path, read)``, the path normalised
+    (:func:`norm`); ``read()`` must be called before the next member. A member whose path leaves
+    the archive (``../x``) is never yielded (``unsafe_member_path``); a truncated or corrupt
+    archive ends early (``truncated_archive``)."""
+    parts = [parts] if isinstance(parts, str) else list(parts)
+    is_zip = re.search(r"\.zip(\.part\d+|\.\d+)?$", parts[0], re.I) is not None
+    if is_zip and len(parts) > 1:
+        raise ImportError_(f"{parts[0]}: split zip archives are not supported; join the parts first")
+    try:
+        for name, read in (_zip_members(parts[0]) if is_zip else _tar_members(parts)):
+            path = norm(name)
+            if not path or path == ".." or path.startswith("../"):  # would land outside the release
+                on_error("unsafe_member_path", f"{parts[0]}:{name}")
+                continue
+            yield path, read
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+        on_error("truncated_archive", f"{parts[0]}: {type(e).__name__}: {e}")
+
+
+def _tar_members(parts: list[str]) -> Iterator[Member]:
     raw = io.BufferedReader(_Concat(parts), buffer_size=1 << 20)
     try:
         with tarfile.open(fileobj=raw, mode="r|*") as tar:
             for m in tar:
-                if not m.isfile():
-                    continue
-                f = tar.extractfile(m)
-                yield m.name, (lambda f=f: f.read())
-    except (tarfile.TarError, EOFError, OSError) as e:
-        if on_error is None:
-            raise
-        on_error("truncated_archive", f"{parts[0]}: {type(e).__name__}: {e}")
+                if m.isfile():
+                    f = tar.extractfile(m)
+                    yield m.name, (lambda f=f: f.read())
     finally:
         raw.close()
 
 
-def iter_zip(uri: str) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    """The files of a zip archive (local, or S3 read by ranges): ``(name, read)``."""
+def _zip_members(uri: str) -> Iterator[Member]:
     with _open(uri, seekable=True) as f, zipfile.ZipFile(f) as z:
         for info in z.infolist():
             if not info.is_dir():
                 yield info.filename, (lambda info=info: z.read(info))
 
 
-def iter_jsonl(uri: str, on_error: Callable[[str, str], None]) -> Iterator[dict]:
-    """The objects of a JSON-lines file; a bad line is reported (``bad_json`` / ``not_object``)."""
-    with _open(uri) as raw:
-        for lineno, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                on_error("bad_json", f"{uri}:{lineno}: {e.msg}")
-                continue
-            if not isinstance(rec, dict):
-                on_error("not_object", f"{uri}:{lineno}")
-                continue
-            yield rec
+# ---------------------------------------------------------------------------------------- images
 
 
-def iter_json_records(uri: str) -> Iterator[dict]:
-    """The objects of a JSON array, parsed incrementally (a 22 GB file in bounded memory)."""
-    with _open(uri) as raw:
-        yield from iter_json_array(io.TextIOWrapper(raw, encoding="utf-8"), uri)
-
-
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the image header, or None when it is not a readable image."""
+def image_size(image: bytes | str) -> tuple[int, int] | None:
+    """(width, height) from an image's header: of ``image``'s bytes, or of the file at ``image`` (a
+    URI: a few KiB read, by ranges on S3); None when it is not a readable image."""
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        if isinstance(image, (bytes, bytearray)):
+            with Image.open(io.BytesIO(image)) as im:
+                return im.size
+        with _open(image, seekable=True) as f, Image.open(f) as im:
             return im.size
     except Exception:
         return None

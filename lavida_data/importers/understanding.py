@@ -24,8 +24,20 @@ import pyarrow.parquet as pq
 from .. import s3
 from .base import ImportContext, ImportError_, Part, Row, importer
 from .boxes import Malformed
-from .grounding import _folder, iter_json_top
-from .sources import exists, is_dir, iter_jsonl, iter_tar, join, list_files, open_binary, read_bytes, split_parts
+from .jsonstream import iter_json_top, read_records
+from .sources import (
+    exists,
+    folder_of,
+    is_dir,
+    iter_members,
+    join,
+    list_objects,
+    location,
+    open_binary,
+    read_bytes,
+    split_parts,
+    walk,
+)
 
 MAMMOTH_SCHEMA = pa.schema([("image", pa.string()), ("conversations", pa.string())])
 TURN = pa.struct([("from", pa.string()), ("value", pa.string())])
@@ -128,11 +140,10 @@ class _Index:
 
 def _index_prefix(root: str) -> _Index:
     """Every object key under an S3 prefix, relative to it (one listing, no per-image request)."""
-    bucket, prefix = s3.split(root.rstrip("/") + "/")
+    prefix = s3.split(root.rstrip("/") + "/")[1]
     idx = _Index()
-    for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", []):
-            idx.add(o["Key"][len(prefix):])
+    for o in list_objects(root.rstrip("/") + "/"):
+        idx.add(o["Key"][len(prefix):])
     return idx
 
 
@@ -158,14 +169,10 @@ class _ImageSource:
         return keys
 
 
-def _abs(uri: str) -> str:
-    return uri.rstrip("/") if s3.is_s3(uri) else os.path.abspath(uri)
-
-
 def _folder_images(ctx: ImportContext, root: str, candidates: Callable[[str], list[str]]) -> _ImageSource:
     """Images in an unpacked folder: referenced in place, or copied under ``--images-to``
     (``<images-to>/<kind>/<path>``)."""
-    root = _abs(root)
+    root = location(root)
     if s3.is_s3(root):
         idx = _index_prefix(root)
 
@@ -196,22 +203,16 @@ def _natural(uri: str) -> list:
 
 
 def _mammoth_images(source: str, ctx: ImportContext, files: list[str]) -> _ImageSource:
-    folder = _folder(source)
+    folder = folder_of(source)
     shard_root = join(folder, "single_image_data")
     shards = []
     if is_dir(shard_root):
-        groups = split_parts(list_files(shard_root, r"\.(tar|tgz|tar\.gz)(\.part\d+|\.\d+)?$"))
+        groups = split_parts(walk(shard_root, r"\.(tar|tgz|tar\.gz)(\.part\d+|\.\d+)?$"))
         shards = [groups[k] for k in sorted(groups, key=_natural)]
     if ctx.images is not None and shards:
         idx = _Index()
         for parts in shards:
-            for name, read in iter_tar(parts, on_error=ctx.skip):
-                key = name
-                while key.startswith("./"):
-                    key = key[2:]
-                if not key or ".." in key.split("/"):
-                    ctx.skip("bad_member_name", f"{parts[0]}: {name}")
-                    continue
+            for key, read in iter_members(parts, ctx.skip):
                 ctx.image(f"{ctx.kind}/{key}", read())  # read now: a streamed tar cannot come back to a member
                 idx.add(key)
         return _ImageSource(f"{ctx.images.root}/{ctx.kind}", idx.resolve)
@@ -265,7 +266,7 @@ def import_mammoth(source: str, ctx: ImportContext) -> Iterator[Row]:
     itself (the first that holds the first record's image). Writes ``image`` (the path relative
     to the image root, a JSON list for several, null for text-only) and ``conversations`` (JSON);
     the root is the entry's ``s3_prefix``."""
-    files = list_files(source, r"^[^/]+\.json$") if is_dir(source) else [source]
+    files = sorted(walk(source, r"^[^/]+\.json$")) if is_dir(source) else [source]
     if not files:
         raise ImportError_(f"mammoth-vl: no annotation file in {source}: expected mammoth_si_10M.json "
                            "(a JSON array of {id, image, conversations})")
@@ -296,7 +297,7 @@ def _vw_files(source: str) -> list[str]:
     if not is_dir(source):
         return [source]
     by_stem: dict[str, str] = {}
-    for uri in list_files(source, r"^[^/]+\.(jsonl|parquet|json)$"):
+    for uri in walk(source, r"^[^/]+\.(jsonl|parquet|json)$"):
         stem, ext = uri.rsplit(".", 1)
         if stem not in by_stem or ext == "parquet":  # the same annotations in two formats: read one
             by_stem[stem] = uri
@@ -309,7 +310,7 @@ def _vw_records(uri: str, ctx: ImportContext) -> Iterator[dict]:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
                 yield from batch.to_pylist()
     elif uri.endswith(".jsonl"):
-        yield from iter_jsonl(uri, ctx.skip)
+        yield from read_records(uri, ctx.skip)
     else:
         for _, rec, _ in iter_json_top(uri):
             if isinstance(rec, dict):
@@ -333,7 +334,7 @@ def import_visualwebinstruct(source: str, ctx: ImportContext) -> Iterator[Row]:
     written as a list of paths under the image root (the entry's ``s3_prefix``); the printed entry
     keeps single-image samples only (``max_enc_images: 1``), as upstream: drop that key to train on
     all. Records without an image are skipped (``no_image``)."""
-    folder = _folder(source)
+    folder = folder_of(source)
     files = _vw_files(source)
     if not files:
         raise ImportError_(f"visualwebinstruct: no annotation file in {source}: expected "

@@ -20,7 +20,7 @@ from lavida_data.importers.boxes import (
     xywh_to_xyxy,
 )
 
-from .und_gnd_helpers import rect_mask, rle_compressed, rle_list, rle_string
+from .helpers import rect_mask, rle_compressed, rle_list, rle_string
 
 
 def test_xywh_to_xyxy():

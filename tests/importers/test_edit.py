@@ -4,14 +4,27 @@ from a miniature copy of its native layout, through the converters."""
 from __future__ import annotations
 
 import json
+import os
+import tarfile
 
 import pytest
 
-from lavida_data.converters.common import T2I_HUMAN
 from lavida_data.importers import run_import
 from lavida_data.importers.base import ImportError_
 
-from .t2i_edit_helpers import columns, do_import, png, round_trip, rows, split, upload, write, write_tar, write_zip
+from .helpers import (
+    columns,
+    human,
+    import_json,
+    png,
+    read_table,
+    round_trip,
+    split,
+    upload,
+    write,
+    write_tar,
+    write_zip,
+)
 
 # ------------------------------------------------------------------------------- ShareGPT-4o
 
@@ -56,7 +69,7 @@ def test_sharegpt_4o_split_tar_through_the_command(cli, tmp_path):
     src = tmp_path / "ShareGPT-4o-Image"
     sharegpt_release(src, "split-tar")
     imgs, out = tmp_path / "images", tmp_path / "sharegpt"
-    report = do_import(cli, "sharegpt-4o", src, out, "--images-to", imgs)
+    report = import_json(cli, "sharegpt-4o", src, out, "--images-to", imgs)
     assert report["skipped"] == SHAREGPT_SKIPS
     assert report["images_written"] == 7  # not the image no record names
 
@@ -64,11 +77,11 @@ def test_sharegpt_4o_split_tar_through_the_command(cli, tmp_path):
         return str(imgs / "sharegpt-4o" / name)
 
     assert columns(out / "edit.parquet") == ["input_image", "output_image", "input_prompt"]
-    assert rows(out / "t2i.parquet") == [
+    assert read_table(out / "t2i.parquet") == [
         {"s3_path": p("output_image/t0.png"), "caption": "a watercolor fox", "intHeight": 20, "intWidth": 30},
         {"s3_path": p("output_image/t2.png"), "caption": "a neon sign", "intHeight": 34, "intWidth": 12},
     ]
-    assert rows(out / "edit.parquet") == [
+    assert read_table(out / "edit.parquet") == [
         {"input_image": [p("input_image/e0_a.png")], "output_image": p("output_image/e0.png"),
          "input_prompt": "make it night"},
         {"input_image": [p("input_image/e1_a.png"), p("input_image/e1_b.png")],
@@ -76,9 +89,9 @@ def test_sharegpt_4o_split_tar_through_the_command(cli, tmp_path):
     ]
     entries = {e["name"]: e for e in report["mixture_entries"]}
     assert entries["sharegpt-4o-edit"]["preprocess_fn"] == "process_sharegpt_4o_edit"
-    got = round_trip(cli, tmp_path, list(entries.values()))
+    got = round_trip(tmp_path, list(entries.values()))
     assert [s["conversations"][0]["value"] for s in got["sharegpt-4o-t2i"]] == [
-        T2I_HUMAN.format(caption="a watercolor fox"), T2I_HUMAN.format(caption="a neon sign")]
+        human("a watercolor fox"), human("a neon sign")]
     e1 = got["sharegpt-4o-edit"][1]
     assert e1["conversations"] == [
         {"from": "human", "value": "<image> <image_gen_enc> <image> <image_gen_enc> put both in one room"},
@@ -108,10 +121,10 @@ def test_sharegpt_4o_packing_variants(tmp_path, packing, request):
             return f"{imgs}/sharegpt-4o/{name}"  # under the record's path, whatever the packing
     res = run_import("sharegpt-4o", source, str(tmp_path / "t"), images_to=imgs)
     assert res.skipped == SHAREGPT_SKIPS
-    t2i = rows(tmp_path / "t" / "t2i.parquet")
+    t2i = read_table(tmp_path / "t" / "t2i.parquet")
     assert sorted((r["s3_path"], r["caption"], r["intWidth"], r["intHeight"]) for r in t2i) == [
         (p("output_image/t0.png"), "a watercolor fox", 30, 20), (p("output_image/t2.png"), "a neon sign", 12, 34)]
-    assert sorted(rows(tmp_path / "t" / "edit.parquet"), key=lambda r: r["input_prompt"]) == [
+    assert sorted(read_table(tmp_path / "t" / "edit.parquet"), key=lambda r: r["input_prompt"]) == [
         {"input_image": [p("input_image/e0_a.png")], "output_image": p("output_image/e0.png"),
          "input_prompt": "make it night"},
         {"input_image": [p("input_image/e1_a.png"), p("input_image/e1_b.png")],
@@ -169,7 +182,7 @@ def test_gpt_image_edit_one_table_per_source(cli, tmp_path):
     out, imgs = tmp_path / "gpt-edit", tmp_path / "images"
     with pytest.raises(ImportError_, match=r"only inside archives \(gpt-edit/hqedit.tar.gz, gpt-edit/omniedit.tar\)"):
         run_import("gpt-image-edit", str(src), str(out))
-    report = do_import(cli, "gpt-image-edit", src, out, "--images-to", imgs)
+    report = import_json(cli, "gpt-image-edit", src, out, "--images-to", imgs)
     assert report["skipped"] == {"image_missing": 1, "image_without_record": 1, "missing_input": 1,
                                  "missing_instruction": 1}
     assert {k: t["rows"] for k, t in report["tables"].items()} == {"hqedit": 2, "omniedit": 2, "ultraedit": 1}
@@ -177,17 +190,17 @@ def test_gpt_image_edit_one_table_per_source(cli, tmp_path):
     def a(path):  # extracted from an archive
         return str(imgs / "gpt-image-edit" / "gpt-edit" / path)
 
-    assert rows(out / "hqedit.parquet") == [
+    assert read_table(out / "hqedit.parquet") == [
         {"input_paths": a("hqedit/edit/input/00001.png"), "output_paths": a("hqedit/edit/output/00001.png"),
          "instruction": "make the sky pink"},
         {"input_paths": a("hqedit/edit/input/00002.png"), "output_paths": a("hqedit/edit/output/00002.png"),
          "instruction": "Turn the pink sky into a starry night."},
     ]
-    assert rows(out / "omniedit.parquet") == [
+    assert read_table(out / "omniedit.parquet") == [
         {"input_paths": a(f"omniedit/addition/input/{i}.png"), "output_paths": a(f"omniedit/addition/output/{i}.png"),
          "instruction": text} for i, text in ((5, "add a red balloon"), (6, "add a small boat"))]
     # unpacked images are copied too when --images-to is given, under the same keys
-    assert rows(out / "ultraedit.parquet") == [
+    assert read_table(out / "ultraedit.parquet") == [
         {"input_paths": a("ultraedit/edit/input/7.png"), "output_paths": a("ultraedit/edit/output/7.png"),
          "instruction": "remove the car"}]
     assert (imgs / "gpt-image-edit" / "gpt-edit" / "hqedit" / "edit" / "input" / "00099.png").exists()
@@ -195,7 +208,7 @@ def test_gpt_image_edit_one_table_per_source(cli, tmp_path):
     assert sorted((e["name"], e["preprocess_fn"]) for e in entries) == [
         ("gpt-image-edit-hqedit", "process_gpt_edit"), ("gpt-image-edit-omniedit", "process_gpt_edit"),
         ("gpt-image-edit-ultraedit", "process_gpt_edit")]
-    got = round_trip(cli, tmp_path, entries)
+    got = round_trip(tmp_path, entries)
     s = got["gpt-image-edit-hqedit"][0]
     assert s["conversations"][0]["value"] == "<image> <image_gen_enc> make the sky pink"
     assert s["image"] == [a("hqedit/edit/input/00001.png")] and s["image_gen"] == a("hqedit/edit/output/00001.png")
@@ -220,25 +233,57 @@ def test_gpt_image_edit_metadata_beside_the_archive(tmp_path):
     res = run_import("gpt-image-edit", str(src), str(tmp_path / "out"), images_to=str(imgs))
     assert res.skipped == {} and res.images_written == 2  # images no record names are not extracted
     base = imgs / "gpt-image-edit" / "gpt-edit" / "ultraedit" / "edit"
-    assert rows(tmp_path / "out" / "ultraedit.parquet") == [
+    assert read_table(tmp_path / "out" / "ultraedit.parquet") == [
         {"input_paths": str(base / "input" / "1.png"), "output_paths": str(base / "output" / "1.png"),
          "instruction": "blur it"}]
 
 
-@pytest.mark.parametrize("text, expected, skipped", [
-    ('[{"a": 1}, 7, {"a": 2}]', [{"a": 1}, {"a": 2}], {"not_object": 1}),
-    ('{"a": 1}\n\n{oops\n[3]\n{"a": 2}\n', [{"a": 1}, {"a": 2}], {"bad_json": 1, "not_object": 1}),
-    ('{\n "k1": {"a": 1},\n "k2": {"a": 2}\n}', [{"id": "k1", "a": 1}, {"id": "k2", "a": 2}], {}),
-    ('{"k1": {"a": 1}}', [{"id": "k1", "a": 1}], {}),
-    ('[{"a": 1}, {"a": ', [{"a": 1}], {"bad_json": 1}),
-])
-def test_metadata_json_forms_are_read_record_by_record(text, expected, skipped):
-    """JSON arrays (streamed), JSON lines and {id: record} objects; a bad record is counted."""
-    import io
+def test_gpt_image_edit_rerun_is_up_to_date_until_the_source_changes(tmp_path, monkeypatch):
+    """Its tables are named after the sources found, so the index ``_import.json`` (written last)
+    says which to check: a rerun of the same source and options reads no archive."""
+    src = tmp_path / "GPT-Image-Edit-1.5M"
+    gpt_edit_release(src)
+    out, imgs = tmp_path / "gpt-edit", str(tmp_path / "images")
+    first = run_import("gpt-image-edit", str(src), str(out), images_to=imgs)
+    assert not first.up_to_date and first.images_written == 11
+    index = json.loads((out / "_import.json").read_text())
+    assert (index["kind"], index["skipped"]) == ("gpt-image-edit", first.skipped)
+    assert index["tables"] == [{"part": p, **t} for p, t in first.tables.items()]
+    mtimes = {p: os.stat(t["path"]).st_mtime_ns for p, t in first.tables.items()}
 
-    from lavida_data.importers.base import ImportContext
-    from lavida_data.importers.t2i import read_records
+    def no_archive(*args, **kwargs):
+        raise AssertionError("an up-to-date import read an archive")
 
-    ctx = ImportContext("k", "s")
-    assert list(read_records(io.BytesIO(text.encode()), "m.json", ctx, fields=("a",))) == expected
-    assert ctx.skipped == skipped
+    with monkeypatch.context() as m:
+        m.setattr(tarfile, "open", no_archive)
+        again = import_json(None, "gpt-image-edit", src, out, "--images-to", imgs)
+    assert again["up_to_date"] and (again["images_written"], again["images_reused"]) == (0, 0)
+    assert (again["tables"], again["skipped"], again["mixture_entries"]) == (first.tables, first.skipped,
+                                                                             first.entries)
+    assert {p: os.stat(t["path"]).st_mtime_ns for p, t in first.tables.items()} == mtimes
+
+    write(src / "gpt-edit" / "ultraedit" / "edit" / "input" / "8.png", png(8, 8))  # the source changes
+    third = run_import("gpt-image-edit", str(src), str(out), images_to=imgs)
+    assert not third.up_to_date and (third.images_written, third.images_reused) == (0, 11)
+    assert third.tables == first.tables
+    assert run_import("gpt-image-edit", str(src), str(out), images_to=imgs).up_to_date
+    # other options, or a table the index lists gone: imported again
+    assert not run_import("gpt-image-edit", str(src), str(out), images_to=imgs, frame="per-axis").up_to_date
+    os.remove(out / "omniedit.parquet")
+    fourth = run_import("gpt-image-edit", str(src), str(out), images_to=imgs, frame="per-axis")
+    assert not fourth.up_to_date and fourth.tables == first.tables
+
+
+def test_gpt_image_edit_index_on_s3(tmp_path, s3_bucket):
+    client, bucket = s3_bucket
+    src = tmp_path / "src"
+    write_tar(src / "gpt-edit" / "ultraedit.tar", [(f"gpt-edit/ultraedit/edit/{role}/1.png", png(4, 4))
+                                                   for role in ("input", "output")])
+    write(src / "metadata" / "ultraedit_edit.json", json.dumps([
+        {"id": 1, "task": "edit", "input": "input/1.png", "output": "output/1.png", "instruction": "blur it"}]))
+    out, imgs = f"s3://{bucket}/tables/gpt-edit", f"s3://{bucket}/images"
+    first = run_import("gpt-image-edit", str(src), out, images_to=imgs)
+    index = json.loads(client.get_object(Bucket=bucket, Key="tables/gpt-edit/_import.json")["Body"].read())
+    assert index["tables"] == [{"part": "ultraedit", "path": f"{out}/ultraedit.parquet", "rows": 1}]
+    again = run_import("gpt-image-edit", str(src), out, images_to=imgs)
+    assert again.up_to_date and again.entries == first.entries and again.images_reused == 0

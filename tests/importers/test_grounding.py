@@ -3,7 +3,6 @@ back with exact LOC strings in both frames, and previewed through their converte
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 from pathlib import Path
@@ -13,9 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lavida_data.importers import run_import
-from lavida_data.importers.grounding import _JsonStream, iter_json_top
 
-from .und_gnd_helpers import (
+from .helpers import (
     Unicode,
     image_bytes,
     import_json,
@@ -163,7 +161,7 @@ def test_grandf_all_three_formats_both_frames(tmp_path, cli):
     [entry] = res["mixture_entries"]
     assert entry == {"name": "grandf", "path": str(out), "preprocess_fn": GRANDF, "length_group": "grounding"}
 
-    samples = round_trip(tmp_path, [entry])
+    [samples] = round_trip(tmp_path, [entry]).values()
     assert [(s["image"], s["conversations"]) for s in samples] == [
         (path, [{"from": "human", "value": GRANDF_HUMAN}, {"from": "gpt", "value": cap}])
         for path, cap in expected["padded-square"]]
@@ -186,7 +184,7 @@ def test_grandf_without_images_folder_writes_relative_names(tmp_path):
                            "span_outside_caption": 1}
     rows = read_table(out)
     assert [r["s3_path"] for r in rows] == ["sa_1.jpg", "sa_404.jpg"]
-    samples = round_trip(tmp_path, res.entries, image_root="/data/sa1b")
+    [samples] = round_trip(tmp_path, res.entries, image_root="/data/sa1b").values()
     assert [s["image"] for s in samples] == ["/data/sa1b/sa_1.jpg", "/data/sa1b/sa_404.jpg"]
     # RefCOCOg records carry no size: without the image it cannot be known
     res = run_import("grandf", str(src / "RefCOCOg_GCG_val.json"), str(tmp_path / "r.parquet"))
@@ -207,34 +205,6 @@ def test_grandf_refuses_images_to_and_unknown_layouts(tmp_path):
     with pytest.raises(ValueError, match="invalid JSON"):
         run_import("grandf", str(tmp_path / "broken"), str(tmp_path / "b.parquet"))
     assert not (tmp_path / "b.parquet").exists()
-
-
-def test_json_top_level_is_streamed_item_by_item(tmp_path):
-    p = tmp_path / "coco.json"
-    p.write_text(json.dumps({"info": {"a": [1, 2]}, "images": [{"id": 1}, {"id": 2}], "n": 12345678901234567890,
-                             "annotations": [], "list": [1.5, "x", None, [2]]}))
-    assert list(iter_json_top(str(p))) == [
-        ("info", {"a": [1, 2]}, False), ("images", {"id": 1}, True), ("images", {"id": 2}, True),
-        ("n", 12345678901234567890, False), ("list", 1.5, True), ("list", "x", True), ("list", None, True),
-        ("list", [2], True)]
-    p.write_text("[]")
-    assert list(iter_json_top(str(p))) == []
-    p.write_text("{}")
-    assert list(iter_json_top(str(p))) == []
-
-
-def test_json_stream_across_chunk_boundaries():
-    doc = [{"a": 12345678, "b": [1.25e-3, 'x"y', None, True, False]}, 98765, "str \u00e9", [], {}, -0.5]
-    text = json.dumps(doc, indent=1)
-    for chunk in (1, 2, 3, 7, 64, 1 << 20):
-        js = _JsonStream(io.StringIO(text), "t.json", chunk=chunk)
-        assert js.expect("[", "an array") == "["
-        assert list(js.items()) == doc
-        assert js.peek() == ""
-    big = [{"caption": "x" * (3 << 20)}, {"caption": "y"}]  # a record larger than the 1 MB read size
-    js = _JsonStream(io.StringIO(json.dumps(big)), "big.json")
-    js.expect("[", "an array")
-    assert list(js.items()) == big
 
 
 # ------------------------------------------------------------------------------------ RefCOCO
@@ -306,7 +276,7 @@ def test_refcoco_refer_toolkit_both_frames(tmp_path, cli, py2):
     ]
     [entry] = res["mixture_entries"]
     assert entry == {"name": "refcoco", "path": str(out), "preprocess_fn": REFCOCO, "length_group": "grounding"}
-    samples = round_trip(tmp_path, [entry])
+    [samples] = round_trip(tmp_path, [entry]).values()
     assert samples[0]["image"] == im9
     assert samples[0]["conversations"] == [
         {"from": "human",
@@ -330,7 +300,7 @@ def test_refcocog_umd_from_s3_with_relative_image_names(tmp_path, s3_bucket):
     assert res.skipped == REFCOCO_SKIPPED
     rows = read_table(out)
     assert [r["s3_path"] for r in rows] == ["COCO_train2014_000000000009.jpg"] * 2 + ["COCO_train2014_000000000025.jpg"]
-    samples = round_trip(tmp_path, res.entries, image_root="s3://coco/train2014")
+    [samples] = round_trip(tmp_path, res.entries, image_root="s3://coco/train2014").values()
     assert samples[2]["image"] == "s3://coco/train2014/COCO_train2014_000000000025.jpg"
     assert run_import("refcoco", f"s3://{bucket}/refer/refcocog", out).up_to_date
 
@@ -412,7 +382,7 @@ def test_lmms_refcoco_images_to_s3(tmp_path, cli, s3_bucket):
         {"s3_path": p9, "label": "everything", "loc_string": loc(0, 256, 1024, 768)},
         {"s3_path": p2, "label": "corner", "loc_string": loc(0, 0, 512, 512)},
     ]
-    samples = round_trip(tmp_path, res["mixture_entries"])
+    [samples] = round_trip(tmp_path, res["mixture_entries"]).values()
     assert samples[1]["image"] == p9 and samples[1]["conversations"][1]["value"] == car_box
     assert "locate the red car in" in samples[1]["conversations"][0]["value"]
     again = import_json(None, "lmms-refcoco", tmp_path / "RefCOCO", out, "--images-to", imgs)

@@ -12,7 +12,7 @@ import pytest
 from lavida_data.importers import safe_pickle
 from lavida_data.importers.safe_pickle import UnsafePickleError
 
-from .und_gnd_helpers import Unicode, py2_pickle
+from .helpers import Unicode, py2_pickle
 
 DATA = {
     "refs": [

@@ -1,5 +1,5 @@
-"""``lavida-data import`` for the text-to-image releases: COYO-700M, Re-LAION, BLIP3o, Reflect-DiT,
-Echo-4o-Image, each from a miniature copy of its native layout, through the converters."""
+"""``lavida-data import`` for the generated text-to-image releases: BLIP3o, Reflect-DiT, Echo-4o-Image,
+each from a miniature copy of its native layout, through the converters."""
 
 from __future__ import annotations
 
@@ -7,223 +7,13 @@ import json
 import os
 import time
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from lavida_data.converters.common import REFLECTION_HUMAN, T2I_HUMAN
+from lavida_data.converters.common import REFLECTION_HUMAN
 from lavida_data.importers import run_import
 from lavida_data.importers.base import ImportError_
 
-from .t2i_edit_helpers import (
-    columns,
-    do_import,
-    image_bytes,
-    png,
-    round_trip,
-    rows,
-    split,
-    upload,
-    write,
-    write_tar,
-)
-
-T2I = "preproces_text_to_image_generation_s3"
-
-
-def human(caption: str) -> str:
-    return T2I_HUMAN.format(caption=caption)
-
-
-# --------------------------------------------------------------------------- img2dataset output
-
-
-def img2dataset_folder(root, samples: list[dict]) -> None:
-    """img2dataset ``--output_format files``: ``00000/<key>.jpg`` + ``<key>.json`` (+ the
-    per-shard parquet and stats file it writes beside them). A sample: {key, url, caption,
-    status, width, height, image: (w, h) or None, json: False to leave the sidecar out, ...}."""
-    shard = root / "00000"
-    table = []
-    for s in samples:
-        s = dict(s)
-        img = s.pop("image", None)
-        with_json = s.pop("json", True)
-        if img is not None:
-            write(shard / f"{s['key']}.jpg", image_bytes(*img))
-            write(shard / f"{s['key']}.txt", s.get("caption") or "")
-        if with_json:
-            write(shard / f"{s['key']}.json", json.dumps(s))
-        table.append({"key": s["key"], "url": s["url"], "status": s.get("status", "success")})
-    pq.write_table(pa.Table.from_pylist(table), root / "00000.parquet")
-    write(root / "00000_stats.json", json.dumps({"count": len(samples), "successes": 3}))
-
-
-DOWNLOADS = [
-    # stored image resized: the sidecar's size is the stored one
-    {"key": "000000000", "url": "http://a/0.jpg", "caption": "a red fox", "status": "success",
-     "width": 32, "height": 24, "original_width": 640, "original_height": 480, "image": (32, 24)},
-    # no size in the sidecar: the metadata's
-    {"key": "000000001", "url": "http://a/1.jpg", "caption": "a blue whale", "status": "success", "image": (16, 12)},
-    {"key": "000000002", "url": "http://a/2.jpg", "caption": "failed", "status": "failed_to_download",
-     "error_message": "404", "width": None, "height": None},
-    {"key": "000000006", "url": "http://a/extra.jpg", "caption": "not in the metadata", "status": "success",
-     "width": 8, "height": 8, "image": (8, 8)},
-    {"key": "000000007", "url": "http://a/7.jpg", "caption": "lost image", "status": "success",
-     "width": 8, "height": 8},  # success, but its jpg is gone
-    {"key": "000000008", "url": "http://a/8.jpg", "caption": "no sidecar", "image": (8, 8), "json": False},
-]
-
-
-def relaion_metadata(style: str) -> pa.Table:
-    url, cap, w, h = ("url", "caption", "width", "height") if style == "new" else ("URL", "TEXT", "WIDTH", "HEIGHT")
-    data = [
-        ("http://a/0.jpg", "a red fox", 640, 480),
-        ("http://a/1.jpg", "a blue whale", 800, 600),
-        ("http://a/2.jpg", "failed", 100, 100),
-        ("http://a/3.jpg", None, 100, 100),
-        (None, "no url", 100, 100),
-        ("http://a/5.jpg", "never fetched", 100, 100),
-    ]
-    cols = {url: [d[0] for d in data], cap: [d[1] for d in data], w: [d[2] for d in data],
-            h: [d[3] for d in data], ("similarity" if style == "new" else "similarity"): [0.3] * len(data),
-            ("punsafe" if style == "new" else "punsafe"): [0.01] * len(data)}
-    if style == "old":
-        cols["hash"] = [1] * len(data)
-        cols["pwatermark"] = [0.1] * len(data)
-    return pa.table(cols)
-
-
-@pytest.mark.parametrize("style", ["new", "old"])
-def test_relaion_metadata_joined_to_img2dataset_output(cli, tmp_path, style):
-    src = tmp_path / "relaion"
-    (src / "metadata").mkdir(parents=True)
-    pq.write_table(relaion_metadata(style), src / "metadata" / "part-00000-abc.snappy.parquet",
-                   compression="snappy", row_group_size=2)
-    img2dataset_folder(src / "images", DOWNLOADS)
-    out = tmp_path / "relaion.parquet"
-    if style == "new":  # through the command
-        report = do_import(cli, "relaion", src, out)
-    else:
-        report = run_import("relaion", str(src), str(out)).to_json()
-    assert report["skipped"] == {"image_missing": 1, "missing_caption": 1, "missing_url": 1, "no_sidecar": 1,
-                                 "not_downloaded": 2, "not_in_metadata": 1}
-    assert report["skipped_examples"]["not_downloaded"].endswith("(http://a/2.jpg)")
-    assert columns(out) == ["s3_path", "caption", "intHeight", "intWidth"]  # no score: Re-LAION ships none
-    shard = (src / "images" / "00000").resolve()
-    assert rows(out) == [
-        {"s3_path": str(shard / "000000000.jpg"), "caption": "a red fox", "intHeight": 24, "intWidth": 32},
-        {"s3_path": str(shard / "000000001.jpg"), "caption": "a blue whale", "intHeight": 600, "intWidth": 800},
-    ]
-    [entry] = report["mixture_entries"]
-    assert entry == {"name": "relaion", "path": str(out), "preprocess_fn": T2I, "length_group": "t2i"}
-    if style == "new":
-        samples = round_trip(cli, tmp_path, [entry])["relaion"]
-        assert [s["conversations"][0]["value"] for s in samples] == [human("a red fox"), human("a blue whale")]
-        assert [s["image_gen"] for s in samples] == [str(shard / "000000000.jpg"), str(shard / "000000001.jpg")]
-
-
-def test_relaion_from_img2dataset_output_alone(tmp_path):
-    src = tmp_path / "relaion"
-    img2dataset_folder(src, DOWNLOADS)
-    res = run_import("relaion", str(src), str(tmp_path / "t.parquet"))
-    assert res.skipped == {"download_failed": 1, "image_missing": 1, "no_sidecar": 1}
-    got = rows(tmp_path / "t.parquet")
-    assert [(os.path.basename(r["s3_path"]), r["caption"], r["intWidth"], r["intHeight"]) for r in got] == [
-        ("000000000.jpg", "a red fox", 32, 24), ("000000001.jpg", "a blue whale", None, None),
-        ("000000006.jpg", "not in the metadata", 8, 8)]
-
-
-def test_relaion_metadata_without_downloads_says_what_to_do(tmp_path):
-    src = tmp_path / "relaion"
-    src.mkdir()
-    pq.write_table(relaion_metadata("new"), src / "part-0.parquet")
-    with pytest.raises(ImportError_, match="holds image URLs only.*img2dataset"):
-        run_import("relaion", str(src), str(tmp_path / "t.parquet"))
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    pq.write_table(pa.table({"link": ["x"], "alt": ["y"]}), bad / "x.parquet")
-    expected = r"expected Re-LAION metadata: url, caption \(or the older URL, TEXT\).*link, alt"
-    with pytest.raises(ImportError_, match=expected):
-        run_import("relaion", str(bad), str(tmp_path / "t.parquet"))
-    assert not (tmp_path / "t.parquet").exists()
-
-
-# ------------------------------------------------------------------------------------- COYO
-
-COYO_COLUMNS = ["id", "url", "text", "image_phash", "width", "height", "text_length", "word_count",
-                "num_tokens_bert", "num_tokens_gpt", "num_faces", "clip_similarity_vitb32",
-                "clip_similarity_vitl14", "nsfw_score_opennsfw2", "nsfw_score_gantman", "watermark_score",
-                "aesthetic_score_laion_v2"]
-
-
-def coyo_metadata(rows_: list[tuple]) -> pa.Table:
-    """COYO-700M's real column set; ``rows_``: (id, url, text, width, height, aesthetic)."""
-    n = len(rows_)
-    return pa.table({
-        "id": pa.array([r[0] for r in rows_], pa.int64()), "url": [r[1] for r in rows_],
-        "text": [r[2] for r in rows_], "image_phash": ["ffee"] * n,
-        "width": pa.array([r[3] for r in rows_], pa.int64()), "height": pa.array([r[4] for r in rows_], pa.int64()),
-        "text_length": pa.array([10] * n, pa.int64()), "word_count": pa.array([2] * n, pa.int64()),
-        "num_tokens_bert": pa.array([3] * n, pa.int64()), "num_tokens_gpt": pa.array([3] * n, pa.int64()),
-        "num_faces": pa.array([0] * n, pa.int64()), "clip_similarity_vitb32": [0.3] * n,
-        "clip_similarity_vitl14": [0.3] * n, "nsfw_score_opennsfw2": [0.01] * n,
-        "nsfw_score_gantman": [0.02] * n, "watermark_score": [0.1] * n,
-        "aesthetic_score_laion_v2": pa.array([r[5] for r in rows_], pa.float64()),
-    })
-
-
-def test_coyo_read_from_s3_images_in_place(cli, tmp_path, s3_bucket):
-    client, bucket = s3_bucket
-    src = tmp_path / "coyo"
-    (src / "data").mkdir(parents=True)
-    table = coyo_metadata([
-        (1, "http://c/1.jpg", "a lighthouse at dusk", 1024, 768, 6.25),
-        (2, "http://c/2.jpg", "a plain wall", 512, 512, 4.75),
-        (3, "http://c/3.jpg", "never downloaded", 512, 512, 6.0),
-        (4, "http://c/4.jpg", "  ", 512, 512, 6.0),
-    ])
-    assert table.column_names == COYO_COLUMNS
-    pq.write_table(table, src / "data" / "part-00000-1a2b.snappy.parquet", compression="snappy")
-    img2dataset_folder(src / "downloads", [
-        {"key": "000000000", "url": "http://c/1.jpg", "caption": "a lighthouse at dusk", "status": "success",
-         "width": 40, "height": 30, "image": (40, 30)},
-        {"key": "000000001", "url": "http://c/2.jpg", "caption": "a plain wall", "status": "success",
-         "width": 20, "height": 20, "image": (20, 20)},
-        {"key": "000000003", "url": "http://c/4.jpg", "caption": "", "status": "success",
-         "width": 20, "height": 20, "image": (20, 20)},
-    ])
-    uri = upload(client, bucket, src, "coyo")
-    out = tmp_path / "coyo.parquet"
-    report = do_import(cli, "coyo", uri, out)
-    assert report["skipped"] == {"missing_caption": 1, "not_downloaded": 1}
-    assert columns(out) == ["s3_path", "caption", "fltLaionAesthScore", "intHeight", "intWidth"]
-    assert rows(out) == [
-        {"s3_path": f"{uri}/downloads/00000/000000000.jpg", "caption": "a lighthouse at dusk",
-         "fltLaionAesthScore": 6.25, "intHeight": 30, "intWidth": 40},
-        {"s3_path": f"{uri}/downloads/00000/000000001.jpg", "caption": "a plain wall",
-         "fltLaionAesthScore": 4.75, "intHeight": 20, "intWidth": 20},
-    ]
-    [entry] = report["mixture_entries"]
-    assert entry["aes_cutoff"] == 5.5 and entry["preprocess_fn"] == T2I
-    [sample] = round_trip(cli, tmp_path, [entry])["coyo"]  # 4.75 is under upstream's cutoff
-    assert sample["conversations"][0]["value"] == human("a lighthouse at dusk")
-    assert sample["image_gen"] == f"{uri}/downloads/00000/000000000.jpg" and sample["gen_score"] == 6.25
-
-
-def test_coyo_images_copied_and_bad_metadata_refused(tmp_path):
-    src = tmp_path / "coyo"
-    src.mkdir()
-    pq.write_table(coyo_metadata([(1, "http://c/1.jpg", "a boat", 64, 64, 7.0)]), src / "part-0.parquet")
-    img2dataset_folder(src / "dl", [{"key": "000000000", "url": "http://c/1.jpg", "caption": "a boat",
-                                     "status": "success", "width": 8, "height": 6, "image": (8, 6)}])
-    res = run_import("coyo", str(src), str(tmp_path / "c.parquet"), images_to=str(tmp_path / "img"))
-    [row] = rows(tmp_path / "c.parquet")
-    assert row["s3_path"] == str(tmp_path / "img" / "coyo" / "dl" / "00000" / "000000000.jpg")
-    assert open(row["s3_path"], "rb").read() == (src / "dl" / "00000" / "000000000.jpg").read_bytes()
-    assert res.images_written == 1
-    pq.write_table(pa.table({"url": ["x"], "caption": ["y"]}), src / "part-1.parquet")  # not COYO's columns
-    with pytest.raises(ImportError_, match="part-1.parquet: expected COYO-700M metadata"):
-        run_import("coyo", str(src), str(tmp_path / "c2.parquet"))
+from .helpers import human, image_bytes, import_json, png, read_table, round_trip, split, write, write_tar
 
 
 # ------------------------------------------------------------------------------------ BLIP3o
@@ -258,10 +48,10 @@ def test_blip3o_webdataset_tars(cli, tmp_path):
     with pytest.raises(ImportError_, match=r"only inside archives \(dalle3/00000.tar, .*pass --images-to"):
         run_import("blip3o", str(src), str(out))
     imgs = tmp_path / "images"
-    report = do_import(cli, "blip3o", src, out, "--images-to", imgs)
+    report = import_json(cli, "blip3o", src, out, "--images-to", imgs)
     assert report["skipped"] == {"bad_image": 1, "image_missing": 1, "missing_caption": 2, "unsafe_member_path": 2}
     assert report["images_written"] == 3
-    got = rows(out)
+    got = read_table(out)
     assert got == [{"s3_path": str(imgs / "blip3o" / p), "caption": c, "intHeight": h, "intWidth": w}
                    for p, c, h, w in BLIP3O_ROWS]
     assert (imgs / "blip3o" / "geneval_train" / "g1.jpg").read_bytes() == image_bytes(12, 16)
@@ -269,7 +59,7 @@ def test_blip3o_webdataset_tars(cli, tmp_path):
         f"blip3o/{p}" for p, *_ in BLIP3O_ROWS)
     again = run_import("blip3o", str(src), str(out), images_to=str(imgs)).to_json()
     assert again["up_to_date"] is True and again["rows"] == 3 and again["mixture_entries"] == report["mixture_entries"]
-    samples = round_trip(cli, tmp_path, report["mixture_entries"])["blip3o"]
+    samples = round_trip(tmp_path, report["mixture_entries"])["blip3o"]
     assert [s["conversations"][0]["value"] for s in samples] == [human(c) for _, c, *_ in BLIP3O_ROWS]
     assert [s["image_gen"] for s in samples] == [r["s3_path"] for r in got]
 
@@ -281,7 +71,7 @@ def test_blip3o_extracted_pairs_in_place(tmp_path):
     write(src / "part0" / "k2.jpg", image_bytes(5, 5))
     res = run_import("blip3o", str(src), str(tmp_path / "b.parquet"))
     assert res.skipped == {"missing_caption": 1}
-    assert rows(tmp_path / "b.parquet") == [
+    assert read_table(tmp_path / "b.parquet") == [
         {"s3_path": str(src / "part0" / "k1.jpg"), "caption": "a kite", "intHeight": 20, "intWidth": 30}]
 
 
@@ -359,7 +149,7 @@ def test_reflect_dit_csv_generations_and_judge_set(cli, tmp_path, packed):
     if packed == "tar":
         write_tar(src / "generations.tar", members)
         imgs = tmp_path / "images"
-        report = do_import(cli, "reflect-dit", src, tmp_path / "out", "--images-to", imgs)
+        report = import_json(cli, "reflect-dit", src, tmp_path / "out", "--images-to", imgs)
         where = imgs / "reflect-dit" / "generations"
         assert not (where / "n2a.png").exists()  # the pair dropped for a mismatch: never extracted
     else:
@@ -375,19 +165,19 @@ def test_reflect_dit_csv_generations_and_judge_set(cli, tmp_path, packed):
         return str(where / name)
 
     out = tmp_path / "out"
-    assert sorted(rows(out / "t2i.parquet"), key=lambda r: r["s3_path"]) == [
+    assert sorted(read_table(out / "t2i.parquet"), key=lambda r: r["s3_path"]) == [
         {"s3_path": p("p1.png"), "caption": "a cat on a mat", "intHeight": 32, "intWidth": 48},
         {"s3_path": p("p2.png"), "caption": "two dogs", "intHeight": 16, "intWidth": 16},
         {"s3_path": p("p3.png"), "caption": "a red car", "intHeight": 24, "intWidth": 24},
         {"s3_path": p("p4a.png"), "caption": "three birds", "intHeight": 20, "intWidth": 10},
         {"s3_path": p("p4b.png"), "caption": "three birds", "intHeight": 10, "intWidth": 20},
     ]
-    assert sorted(rows(out / "correction.parquet"), key=lambda r: r["s3_path"]) == [
+    assert sorted(read_table(out / "correction.parquet"), key=lambda r: r["s3_path"]) == [
         {"s3_path": p("p1.png"), "caption": "a cat on a mat", "negatives": f"{p('n1a.png')};{p('n1b.png')}",
          "negative_reasons": "the cat is blue, should be orange;no mat"},
         {"s3_path": p("p3.png"), "caption": "a red car", "negatives": p("n1b.png"), "negative_reasons": "no car"},
     ]
-    assert sorted(rows(out / "judge.parquet"), key=lambda r: r["prompts"]) == [
+    assert sorted(read_table(out / "judge.parquet"), key=lambda r: r["prompts"]) == [
         {"image": p("p1.png"), "prompts": json.dumps(["a cat on a mat", "a mat"]),
          "results": json.dumps(["The cat is blue.", "There is a mat."])},
         {"image": p("j1.png"), "prompts": "a cat on a mat", "results": "The image matches the prompt."},
@@ -397,7 +187,7 @@ def test_reflect_dit_csv_generations_and_judge_set(cli, tmp_path, packed):
     assert entries["reflect-dit-judge"]["preprocess_fn"] == "preprocess_reflection_und"
     if packed == "folder":
         return
-    got = round_trip(cli, tmp_path, list(entries.values()))
+    got = round_trip(tmp_path, list(entries.values()))
     assert {s["image_gen"] for s in got["reflect-dit-t2i"]} == {p(n) for n in ("p1.png", "p2.png", "p3.png",
                                                                                "p4a.png", "p4b.png")}
     for s in got["reflect-dit-correction"]:
@@ -471,10 +261,10 @@ def test_echo_4o_images_written_to_s3(cli, tmp_path, s3_bucket):
     with pytest.raises(ImportError_, match="pass --images-to"):
         run_import("echo-4o", str(src), str(out))
     base = f"s3://{bucket}/gen/echo-4o"
-    report = do_import(cli, "echo-4o", src, out, "--images-to", f"s3://{bucket}/gen")
+    report = import_json(cli, "echo-4o", src, out, "--images-to", f"s3://{bucket}/gen")
     assert report["skipped"] == {"bad_json": 1, "image_missing": 1, "missing_instruction": 1}
     assert report["images_written"] == 8
-    assert sorted(rows(out / "t2i.parquet"), key=lambda r: r["caption"]) == [
+    assert sorted(read_table(out / "t2i.parquet"), key=lambda r: r["caption"]) == [
         {"s3_path": f"{base}/Surrel-Fantasy-Image/images/00000.jpg", "caption": "a floating castle",
          "intHeight": 20, "intWidth": 40},
         {"s3_path": f"{base}/Surrel-Fantasy-Image/images/00001.jpg", "caption": "a glass whale",
@@ -483,14 +273,14 @@ def test_echo_4o_images_written_to_s3(cli, tmp_path, s3_bucket):
          "intHeight": 16, "intWidth": 16},
     ]
     mr = f"{base}/Multi-Reference-Image/images"
-    assert rows(out / "multiref.parquet") == [
+    assert read_table(out / "multiref.parquet") == [
         {"input_paths": [f"{mr}/00000_0.jpg", f"{mr}/00000_1.jpg"], "output_paths": f"{mr}/00000.jpg",
          "instruction": "the cat of image 1 on the sofa of image 2"},
         {"input_paths": [f"{mr}/00001_0.jpg"], "output_paths": f"{mr}/00001.jpg", "instruction": "the hat on the dog"},
     ]
     stored = client.get_object(Bucket=bucket, Key="gen/echo-4o/Surrel-Fantasy-Image/images/00001.jpg")["Body"].read()
     assert stored == image_bytes(30, 60)
-    got = round_trip(cli, tmp_path, report["mixture_entries"])
+    got = round_trip(tmp_path, report["mixture_entries"])
     assert {s["conversations"][0]["value"]: s["image_gen"] for s in got["echo-4o-t2i"]} == {
         human("a floating castle"): f"{base}/Surrel-Fantasy-Image/images/00000.jpg",
         human("a glass whale"): f"{base}/Surrel-Fantasy-Image/images/00001.jpg",

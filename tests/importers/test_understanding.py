@@ -3,12 +3,9 @@ back, and previewed through their converters."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import tarfile
 import tracemalloc
-import zipfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +16,7 @@ from lavida_data.importers import run_import
 from lavida_data.importers.base import ImportContext
 from lavida_data.importers.understanding import import_mammoth
 
-from .und_gnd_helpers import image_bytes, import_json, lavida, read_table, round_trip, save_image
+from .helpers import image_bytes, import_json, lavida, read_table, round_trip, save_image, write, write_tar, write_zip
 
 MAMMOTH = "preproces_und_mammoth_si_10M"
 VW = "preproces_vw_instruct"
@@ -56,24 +53,15 @@ EXPECTED_CONV = {
 }
 
 
-def _tar_gz(path: Path, members: dict[str, bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
 def _mammoth_source(root: Path, shards: bool = True) -> Path:
     src = root / "MAmmoTH-VL-Instruct-12M"
     src.mkdir(parents=True)
     (src / "mammoth_si_10M.json").write_text(json.dumps(MAMMOTH_RECORDS, indent=1))
     if shards:
-        _tar_gz(src / "single_image_data" / "shard_0.tar.gz", {"./ai2d/1.jpg": image_bytes(40, 30)})
+        write_tar(src / "single_image_data" / "shard_0.tar.gz", [("./ai2d/1.jpg", image_bytes(40, 30))], gz=True)
         # an extra leading folder in the archive: matched as <top>/<record path>
-        _tar_gz(src / "single_image_data" / "shard_1.tar.gz", {"si/chart/2.png": image_bytes(20, 20, "PNG"),
-                                                               "si/geo/3.jpg": image_bytes(30, 30)})
+        write_tar(src / "single_image_data" / "shard_1.tar.gz",
+                  [("si/chart/2.png", image_bytes(20, 20, "PNG")), ("si/geo/3.jpg", image_bytes(30, 30))], gz=True)
     return src
 
 
@@ -97,7 +85,7 @@ def test_mammoth_from_tar_shards_to_images_folder(tmp_path, cli):
     assert entry == {"name": "mammoth-vl", "path": str(out), "preprocess_fn": MAMMOTH, "length_group": "und",
                      "process_fn_kwargs": {"s3_prefix": str(root)}}
 
-    samples = round_trip(tmp_path, [entry])
+    [samples] = round_trip(tmp_path, [entry]).values()
     assert [s["conversations"] for s in samples] == [
         EXPECTED_CONV["t0"], EXPECTED_CONV["i1"],
         [{"from": "human", "value": "<image>\nTitle?"}, *EXPECTED_CONV["i2"][1:]],
@@ -195,14 +183,10 @@ def _vw_source(root: Path, fmt: str = "jsonl", zipped: bool = True) -> Path:
                  else r.get("conversations")} for r in VW_RECORDS]
         pq.write_table(pa.Table.from_pylist(rows), src / "visualwebinstruct_conversation.parquet")
     if zipped:
-        with zipfile.ZipFile(src / "images.zip", "w") as z:
-            z.writestr("imgs/", b"")
-            for name, data in VW_IMAGES.items():
-                z.writestr(name, data)
+        write_zip(src / "images.zip", [("imgs/", b""), *VW_IMAGES.items()])
     else:
         for name, data in VW_IMAGES.items():
-            (src / name).parent.mkdir(parents=True, exist_ok=True)
-            (src / name).write_bytes(data)
+            write(src / name, data)
     return src
 
 
@@ -225,12 +209,13 @@ def test_visualwebinstruct_from_zip_to_images_folder(tmp_path, cli):
                      "max_enc_images": {"column": "image", "value": 1}, "process_fn_kwargs": {"s3_prefix": str(root)}}
 
     # upstream's choice (single-image samples) comes from the entry; the table keeps every sample
-    samples = round_trip(tmp_path, [entry])
+    [samples] = round_trip(tmp_path, [entry]).values()
     assert [s["image"] for s in samples] == [[f"{root}/{p[0]}"] for p in VW_EXPECTED_IMAGES[:3]]
     assert samples[1]["conversations"] == [{"from": "human", "value": "<image>\nSolve." + REASONING},
                                            {"from": "gpt", "value": LONG}]
     del entry["max_enc_images"]
-    assert len(round_trip(tmp_path, [entry])) == 4
+    [samples] = round_trip(tmp_path, [entry]).values()
+    assert len(samples) == 4
 
 
 def test_visualwebinstruct_parquet_and_unpacked_images_read_from_s3(tmp_path, s3_bucket):
@@ -244,7 +229,7 @@ def test_visualwebinstruct_parquet_and_unpacked_images_read_from_s3(tmp_path, s3
     assert res["rows"] == 4 and res["skipped"] == VW_SKIPPED and res["images_written"] == 0
     assert [r["image"] for r in read_table(out)] == VW_EXPECTED_IMAGES
     assert res["mixture_entries"][0]["process_fn_kwargs"] == {"s3_prefix": f"s3://{bucket}/vw"}
-    samples = round_trip(tmp_path, res["mixture_entries"])
+    [samples] = round_trip(tmp_path, res["mixture_entries"]).values()
     assert samples[0]["image"] == [f"s3://{bucket}/vw/imgs/a.jpg"]
     assert import_json(None, "visualwebinstruct", f"s3://{bucket}/vw", out)["up_to_date"]
 

@@ -1,34 +1,85 @@
-"""Helpers of the understanding and grounding importer tests: tiny native layouts (images, COCO
-RLE masks, Python-2 style pickles) and the CLI round trip (import -> mixture -> validate/preview)."""
+"""Helpers of the importer tests: tiny native layouts (real images, tars, split gzip parts, zips,
+COCO RLE masks, Python-2 style pickles), what an import wrote, and the CLI round trip (import ->
+mixture -> validate -> preview)."""
 
 from __future__ import annotations
 
 import io
 import json
 import struct
+import tarfile
+import zipfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
+# ---------------------------------------------------------------------------------- files
 
-# ------------------------------------------------------------------------------------ images
 
-
-def image_bytes(w: int, h: int, fmt: str = "JPEG", color=(200, 40, 40)) -> bytes:
+def image_bytes(w: int, h: int, fmt: str = "JPEG", color=(30, 120, 200)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (w, h), color).save(buf, format=fmt)
     return buf.getvalue()
 
 
-def save_image(path: Path, w: int, h: int) -> Path:
+def png(w: int, h: int) -> bytes:
+    return image_bytes(w, h, "PNG")
+
+
+def write(path: Path, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(image_bytes(w, h, "PNG" if path.suffix == ".png" else "JPEG"))
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
     return path
+
+
+def save_image(path: Path, w: int, h: int) -> Path:
+    """A ``w`` x ``h`` image at ``path`` (PNG or JPEG, as its suffix says)."""
+    return write(path, image_bytes(w, h, "PNG" if path.suffix == ".png" else "JPEG"))
+
+
+def write_tar(path: Path, members: Iterable[tuple[str, bytes]], gz: bool = False) -> Path:
+    """A tar (gzip when ``gz``) holding ``members`` in the given order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz" if gz else "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def split(path: Path, parts: int) -> list[Path]:
+    """Cut ``path`` into ``path.part000`` ... (the original removed), as the releases publish."""
+    data = path.read_bytes()
+    step = -(-len(data) // parts)
+    out = []
+    for i in range(parts):
+        p = path.with_name(f"{path.name}.part{i:03d}")
+        p.write_bytes(data[i * step:(i + 1) * step])
+        out.append(p)
+    path.unlink()
+    return out
+
+
+def write_zip(path: Path, members: Iterable[tuple[str, bytes]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members:
+            z.writestr(name, data)
+    return path
+
+
+def upload(client, bucket: str, folder: Path, prefix: str) -> str:
+    """Every file under ``folder`` to ``s3://bucket/prefix/...``; the prefix URI."""
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            client.upload_file(str(p), bucket, f"{prefix}/{p.relative_to(folder).as_posix()}")
+    return f"s3://{bucket}/{prefix}"
 
 
 # --------------------------------------------------------------------------------------- RLE
@@ -153,7 +204,7 @@ def py2_pickle(obj: Any) -> bytes:
     return bytes(out)
 
 
-# -------------------------------------------------------------------------------- round trip
+# ------------------------------------------------------------------------------ imports
 
 
 def lavida(*args: Any) -> tuple[int, str, str]:
@@ -167,8 +218,8 @@ def lavida(*args: Any) -> tuple[int, str, str]:
 
 
 def import_json(cli, kind: str, source, out, *args: Any) -> dict:
-    """``lavida-data import KIND SOURCE --out OUT --json ARGS``: through the installed command when
-    ``cli`` (the fixture) is given, else in this process."""
+    """``lavida-data import KIND SOURCE --out OUT --json ARGS``, which must succeed: its report;
+    through the installed command when ``cli`` (the fixture) is given, else in this process."""
     argv = ["import", kind, source, "--out", out, "--json", *args]
     if cli is not None:
         proc = cli(*argv)
@@ -179,14 +230,19 @@ def import_json(cli, kind: str, source, out, *args: Any) -> dict:
     return json.loads(stdout)
 
 
-def read_table(uri: str) -> list[dict]:
+def read_table(uri) -> list[dict]:
+    """The rows of a table (local or ``s3://``)."""
     from lavida_data.tables import _open
 
     with _open(str(uri), seekable=True) as f:
         return pq.read_table(f).to_pylist()
 
 
-def table_meta(uri: str) -> dict:
+def columns(path) -> list[str]:
+    return pq.read_schema(str(path)).names
+
+
+def table_meta(uri) -> dict:
     from lavida_data.importers import read_import_meta
 
     meta = read_import_meta(str(uri))
@@ -194,14 +250,23 @@ def table_meta(uri: str) -> dict:
     return meta
 
 
-def round_trip(tmp_path: Path, entries: list[dict], n: int = 20, **entry_keys) -> list[dict]:
-    """Write a mixture of the printed ``entries`` (plus ``entry_keys`` on each), check it with
-    ``lavida-data validate`` and return the samples of ``lavida-data preview --json``."""
+def human(caption: str) -> str:
+    """The human turn the text-to-image converters make of ``caption``."""
+    from lavida_data.converters.common import T2I_HUMAN
+
+    return T2I_HUMAN.format(caption=caption)
+
+
+def round_trip(tmp_path: Path, entries: list[dict], n: int = 20, **entry_keys) -> dict[str, list[dict]]:
+    """A mixture of the printed ``entries`` (plus ``entry_keys`` on each), checked by ``lavida-data
+    validate`` (no errors, no warnings), then previewed: dataset name -> its samples."""
     mix = tmp_path / "mixture.yaml"
     mix.write_text(yaml.safe_dump({"seed": 1, "datasets": [{**e, **entry_keys} for e in entries]}, sort_keys=False))
     rc, stdout, stderr = lavida("validate", mix, "--json")
-    report = json.loads(stdout)
-    assert rc == 0 and report["valid"], stdout + stderr
+    assert rc == 0 and json.loads(stdout) == {"valid": True, "errors": [], "warnings": []}, stdout + stderr
     rc, stdout, stderr = lavida("preview", mix, "--json", "-n", n)
     assert rc == 0, stderr + stdout
-    return [s["sample"] for s in json.loads(stdout)]
+    out: dict[str, list[dict]] = {}
+    for item in json.loads(stdout):
+        out.setdefault(item["dataset"], []).append(item["sample"])
+    return out
