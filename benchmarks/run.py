@@ -80,6 +80,7 @@ def bench_prepare(work: Path, rows: int) -> dict:
 
     table = work / "laion.parquet"
     pq.write_table(laion_table(rows), table, row_group_size=65536)
+    import pandas  # noqa: F401  one-off imports out of the timings (pyarrow.compute loads pandas on first use)
     cols = ["s3_path", "caption", "fltLaionAesthScore", "hpsv2", "intHeight", "intWidth"]
 
     def arrow_read():

@@ -98,35 +98,50 @@ class ArrowMDSWriter:
     def _flush(self, final: bool) -> None:
         """Cut the pending samples into shards exactly where ``MDSWriter`` would: a sample opens
         a new shard when the current one would pass ``size_limit`` with it; the sample that opens
-        a shard is always taken, and only the very first sample can leave an empty shard behind."""
+        a shard is always taken, and only the very first sample can leave an empty shard behind.
+        The pending batches are never joined: a shard is written from slices of their buffers."""
         if not self._pending:
             return
-        arr = pa.concat_arrays(self._pending) if len(self._pending) > 1 else self._pending[0]
-        offsets, data = _buffers(arr)
-        sizes = np.diff(offsets).astype(np.int64) + 4  # MDS counts 4 bytes of offset per sample
+        chunks = [_buffers(a) for a in self._pending]
+        data_sizes = np.concatenate([np.diff(off).astype(np.int64) for off, _ in chunks])
+        sizes = data_sizes + 4  # MDS counts 4 bytes of offset per sample
         csum = np.concatenate([[0], np.cumsum(sizes)])
+        firsts = np.concatenate([[0], np.cumsum([len(a) for a in self._pending])])
         n, start = len(sizes), 0
         limit, extra = self.size_limit, self.extra_per_shard
         if limit and not self._started and extra + sizes[0] > limit:
-            self._write_shard(offsets, data, 0, 0)
+            self._write_pieces(chunks, firsts, data_sizes, 0, 0)
         self._started = True
         while start < n:
             end = n if not limit else max(int(np.searchsorted(csum, limit - extra + csum[start], side="right")) - 1,
                                           start + 1)
             if end >= n and not final:
                 break  # the last shard may still grow
-            self._write_shard(offsets, data, start, end)
+            self._write_pieces(chunks, firsts, data_sizes, start, end)
             start = end
-        rest = arr.slice(start) if start < n else None
-        self._pending = [rest] if rest is not None else []
-        self._pending_bytes = (_data_size(rest) + 4 * len(rest)) if rest is not None else 0
+        rest = []
+        for k, arr in enumerate(self._pending):  # what is left: the tail of the batches
+            if firsts[k + 1] > start:
+                rest.append(arr.slice(max(0, start - int(firsts[k]))))
+        self._pending = rest
+        self._pending_bytes = sum(_data_size(a) + 4 * len(a) for a in rest)
 
-    def _write_shard(self, offsets: np.ndarray, data: memoryview, start: int, end: int) -> None:
-        raw = self.shard_bytes(offsets, data, start, end)
+    def _write_pieces(self, chunks: list, firsts: np.ndarray, data_sizes: np.ndarray, start: int, end: int) -> None:
+        """Write samples ``start:end`` of the pending batches (``chunks``: their buffers,
+        ``firsts``: the index of each batch's first sample) as the next shard."""
+        count = end - start
+        rel = np.concatenate([[0], np.cumsum(data_sizes[start:end])])
+        table = (rel + 4 + 4 * (count + 1) + len(self.config_data)).astype("<u4")
+        parts = [np.uint32(count).tobytes(), table.tobytes(), self.config_data]
+        for k, (off, data) in enumerate(chunks):
+            lo, hi = max(start, int(firsts[k])), min(end, int(firsts[k + 1]))
+            if lo < hi:
+                parts.append(data[int(off[lo - firsts[k]]): int(off[hi - firsts[k]])])
         basename = shard_name(len(self.shards))
-        with open(os.path.join(self.out, basename), "wb") as f:
-            f.write(raw)
-        self.shards.append(self.shard_entry(basename, end - start, len(raw)))
+        with open(os.path.join(self.out, basename), "wb", buffering=0) as f:
+            for part in parts:  # each part written from its own buffer: no joined copy of the shard
+                f.write(part)
+        self.shards.append(self.shard_entry(basename, count, sum(len(p) for p in parts)))
 
     def shard_bytes(self, offsets: np.ndarray, data: memoryview, start: int, end: int) -> bytes:
         """The shard file holding encoded samples ``start:end`` (``offsets``/``data``: their buffers)."""
@@ -135,7 +150,7 @@ class ArrowMDSWriter:
         head = 4 + 4 * (count + 1) + len(self.config_data)
         table = (rel + head).astype("<u4")
         body = data[int(offsets[start]): int(offsets[end])] if count else b""
-        return np.uint32(count).tobytes() + table.tobytes() + self.config_data + bytes(body)
+        return b"".join([np.uint32(count).tobytes(), table.tobytes(), self.config_data, body])
 
     def shard_entry(self, basename: str, samples: int, nbytes: int) -> dict:
         """The ``index.json`` entry of one shard."""

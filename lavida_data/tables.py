@@ -105,7 +105,8 @@ def iter_batches(
     start = 0
     for batch in _raw_batches(path, fmt, columns, batch_size, numeric):
         n = batch.num_rows
-        yield batch.append_column(ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
+        rows = np.arange(start, start + n, dtype=np.int64)  # from_buffers: pa.array(ndarray) would import pandas
+        yield batch.append_column(ROW, pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(rows)]))
         start += n
 
 

@@ -139,7 +139,9 @@ def _walk(source: str) -> Iterator[str]:
 def source_fingerprint(source: str) -> dict:
     """Size and mtime (or etag) of a source file, or of every file under a source folder."""
     if s3.is_s3(source):  # an object, or every object under a prefix
-        items = sorted((o["Key"], o["Size"], o.get("ETag", "")) for o in list_objects(source))
+        key = s3.split(source)[1].rstrip("/")  # the object itself, or those under key/ (not key2/)
+        items = sorted((o["Key"], o["Size"], o.get("ETag", "")) for o in list_objects(source)
+                       if o["Key"] == key or o["Key"].startswith(key + "/"))
     else:
         items = []
         for p in walk(source):
