@@ -32,7 +32,7 @@ from .mds import ArrowMDSWriter, _buffers, shard_name
 from .plan import DatasetPlan
 from .reader import Stats
 from .shards import RowCodec, join, pack_images
-from .tables import ROW, _open, iter_batches, records_to_batch
+from .tables import ROW, _open, csv_batches, iter_batches, jsonl_records, records_to_batch
 
 EMBED_ROWS = 1024  # rows whose images are fetched (and held) at once when embedding
 _SCAN_CHUNK = 8 << 20
@@ -246,16 +246,9 @@ def _parquet_block(path, start, end, columns, batch_rows) -> Iterator[pa.RecordB
 
 
 def _csv_block(path, block, columns, numeric) -> Iterator[pa.RecordBatch]:
-    import pyarrow.csv as pacsv
-
     # the options of tables._raw_batches, for the header line followed by the block's lines
     data = read_range(path, 0, block["header_end"]) + read_range(path, block["byte_start"], block["byte_end"])
-    types = {c: pa.string() for c in columns if c not in set(numeric)}
-    reader = pacsv.open_csv(io.BytesIO(data), read_options=pacsv.ReadOptions(block_size=1 << 22),
-                            convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=types))
-    for batch in reader:
-        if batch.num_rows:
-            yield batch
+    yield from csv_batches(io.BytesIO(data), columns, columns, numeric)
 
 
 def _jsonl_block(path, block, columns, batch_rows) -> Iterator[pa.RecordBatch]:
@@ -263,15 +256,7 @@ def _jsonl_block(path, block, columns, batch_rows) -> Iterator[pa.RecordBatch]:
     # so each batch (whose values Arrow types together) holds the rows the local reader puts in it
     text = io.TextIOWrapper(io.BytesIO(read_range(path, block["byte_start"], block["byte_end"])), encoding="utf-8")
     rows: list[dict] = []
-    for lineno, line in enumerate(text, block["line"]):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from e
-        if not isinstance(rec, dict):
-            raise ValueError(f"{path}:{lineno}: a record must be a JSON object")
+    for rec in jsonl_records(text, path, block["line"]):
         rows.append(rec)
         if len(rows) >= batch_rows:
             yield records_to_batch(rows, columns)

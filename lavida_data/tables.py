@@ -122,16 +122,8 @@ def _raw_batches(path, fmt, columns, batch_size, numeric) -> Iterator[pa.RecordB
     if fmt == "csv":
         with _open(path) as f:
             header = pacsv.open_csv(f).schema.names if cols is None else cols
-        types = {c: pa.string() for c in header if c not in set(numeric)}
         with _open(path) as f:
-            reader = pacsv.open_csv(
-                f,
-                read_options=pacsv.ReadOptions(block_size=1 << 22),
-                convert_options=pacsv.ConvertOptions(include_columns=cols, column_types=types),
-            )
-            for batch in reader:
-                if batch.num_rows:
-                    yield batch
+            yield from csv_batches(f, header, cols, numeric)
         return
     rows: list[dict] = []
     for rec in _iter_records(path, fmt):
@@ -160,20 +152,39 @@ def records_to_batch(rows: list[dict], columns: Sequence[str] | None) -> pa.Reco
     return pa.RecordBatch.from_arrays(arrays, names=list(columns))
 
 
+def csv_batches(f: IO[bytes], header: Sequence[str], columns: Sequence[str] | None,
+                numeric: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The non-empty batches of a csv stream; columns other than ``numeric`` read as strings."""
+    types = {c: pa.string() for c in header if c not in set(numeric)}
+    reader = pacsv.open_csv(
+        f,
+        read_options=pacsv.ReadOptions(block_size=1 << 22),
+        convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=types),
+    )
+    for batch in reader:
+        if batch.num_rows:
+            yield batch
+
+
+def jsonl_records(text: IO[str], path: str, first_line: int = 1) -> Iterator[dict]:
+    """The objects of JSON lines; a bad line is an error naming ``path`` and its line number."""
+    for lineno, line in enumerate(text, first_line):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from e
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}:{lineno}: a record must be a JSON object")
+        yield rec
+
+
 def _iter_records(path: str, fmt: str) -> Iterator[dict]:
     with _open(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8")
         if fmt == "jsonl":
-            for lineno, line in enumerate(text, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from e
-                if not isinstance(rec, dict):
-                    raise ValueError(f"{path}:{lineno}: a record must be a JSON object")
-                yield rec
+            yield from jsonl_records(text, path)
         else:
             yield from iter_json_array(text, path)
 

@@ -79,10 +79,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def to_unit_tensor(img: Image.Image | np.ndarray) -> torch.Tensor:
-    """An RGB image (or its uint8 ``[H, W, 3]`` array) as a float ``[3, H, W]`` tensor in ``[0, 1]``."""
-    arr = img if isinstance(img, np.ndarray) else np.array(to_rgb(img), dtype=np.uint8)
-    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)  # .float() copies
+def to_unit_tensor(img: Image.Image | torch.Tensor) -> torch.Tensor:
+    """An RGB image (or a uint8 ``[3, H, W]`` tensor) as a float ``[3, H, W]`` tensor in ``[0, 1]``."""
+    if not isinstance(img, torch.Tensor):
+        img = torch.from_numpy(np.array(to_rgb(img), dtype=np.uint8)).permute(2, 0, 1)
+    return img.float().div_(255.0)  # .float() copies
+
+
+def to_chw_uint8(img: Image.Image) -> torch.Tensor:
+    """An RGB image as a contiguous uint8 ``[3, H, W]`` tensor."""
+    arr = np.array(to_rgb(img), dtype=np.uint8)  # its own copy: torch shares it
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def original_size(img: Image.Image) -> Size:
@@ -97,16 +104,15 @@ def resize(img: Image.Image, size: Size) -> Image.Image:
     return img if img.size == tuple(size) else img.resize(tuple(size), Image.Resampling.BICUBIC)
 
 
-def resize_array(img: Image.Image, size: Size) -> np.ndarray:
-    """An RGB image resized to ``size`` = (w, h) as a uint8 ``[h, w, 3]`` array: bicubic, antialiased
+def resize_uint8(img: Image.Image, size: Size) -> torch.Tensor:
+    """An RGB image resized to ``size`` = (w, h) as a uint8 ``[3, h, w]`` tensor: bicubic, antialiased
     when shrinking (PIL's filter), computed by torch's uint8 kernel, several times faster than
     PIL's; the two agree to one level of 255 on a few pixels."""
     arr = np.array(img, dtype=np.uint8)  # its own copy: torch shares it
+    t = torch.from_numpy(arr).permute(2, 0, 1)  # channels-last strides: the kernel's fast path
     if img.size == tuple(size):
-        return arr
-    t = torch.from_numpy(arr).permute(2, 0, 1)[None]  # channels-last strides: the fast path
-    out = torch.nn.functional.interpolate(t, size=(size[1], size[0]), mode="bicubic", antialias=True)
-    return out[0].permute(1, 2, 0).numpy()
+        return t.contiguous()
+    return torch.nn.functional.interpolate(t[None], size=(size[1], size[0]), mode="bicubic", antialias=True)[0]
 
 
 def shorter_side_size(w: int, h: int, size: int) -> Size:
@@ -141,14 +147,14 @@ def _info(orig: Size, top: int, left: int) -> dict:
     return {"orig_w": int(orig[0]), "orig_h": int(orig[1]), "top": int(top), "left": int(left)}
 
 
-def _random_crop(img: Image.Image, size: int, rng: np.random.Generator, orig: Size) -> tuple[np.ndarray, dict]:
+def _random_crop(img: Image.Image, size: int, rng: np.random.Generator, orig: Size) -> tuple[torch.Tensor, dict]:
     """The shorter side of the ORIGINAL size resized to ``size`` (``img`` may be a reduced decode of
     it), then a random square of that."""
     rw, rh = shorter_side_size(orig[0], orig[1], size)
     top = int(rng.integers(0, rh - size + 1))
     left = int(rng.integers(0, rw - size + 1))
-    resized = resize_array(img, (rw, rh))
-    return np.ascontiguousarray(resized[top : top + size, left : left + size]), _info(orig, top, left)
+    resized = resize_uint8(img, (rw, rh))
+    return resized[:, top : top + size, left : left + size].contiguous(), _info(orig, top, left)
 
 
 def clamp_crop(crop: Sequence[int], w: int, h: int) -> tuple[int, int, int, int]:
@@ -205,11 +211,11 @@ def gen_target(
     in pixels of the resized image (0 for ``"pad"``; for ``"fixed_crop"`` the position in the whole
     image scaled by the crop's resize factor).
     """
-    arr, info = gen_target_array(img, mode, size, rng, crop, pad_color=pad_color)
-    return to_unit_tensor(arr), info
+    chw, info = gen_target_uint8(img, mode, size, rng, crop, pad_color=pad_color)
+    return to_unit_tensor(chw), info
 
 
-def gen_target_array(
+def gen_target_uint8(
     img: Image.Image,
     mode: str,
     size: int,
@@ -217,8 +223,8 @@ def gen_target_array(
     crop: list[int] | None = None,
     *,
     pad_color: tuple[int, int, int] = GREY,
-) -> tuple[np.ndarray, dict]:
-    """:func:`gen_target` as a uint8 ``[size, size, 3]`` array (no float conversion)."""
+) -> tuple[torch.Tensor, dict]:
+    """:func:`gen_target` as a uint8 ``[3, size, size]`` tensor (no float conversion)."""
     orig = original_size(img)
     img = to_rgb(img)
     if mode == "crop":
@@ -231,27 +237,23 @@ def gen_target_array(
         out, info = _fixed_crop(img, size, crop)
     else:
         raise SampleError("bad_value:gen_transform", f"gen_transform {mode!r} is not one of {GEN_TRANSFORMS}")
-    if isinstance(out, Image.Image):
-        out = np.array(out, dtype=np.uint8)  # writable: torch.from_numpy shares it
-    return out, info
+    return (to_chw_uint8(out) if isinstance(out, Image.Image) else out), info
 
 
 def edit_source(img: Image.Image, size: int, *, pad_color: tuple[int, int, int] = GREY) -> torch.Tensor:
     """An edit source (or edit target) for the VQ-VAE: padded to square, resized, ``[3, size, size]`` in [0, 1]."""
-    return to_unit_tensor(edit_source_array(img, size, pad_color=pad_color))
+    return to_unit_tensor(edit_source_uint8(img, size, pad_color=pad_color))
 
 
-def edit_source_array(img: Image.Image, size: int, *, pad_color: tuple[int, int, int] = GREY) -> np.ndarray:
-    """:func:`edit_source` as a uint8 ``[size, size, 3]`` array."""
+def edit_source_uint8(img: Image.Image, size: int, *, pad_color: tuple[int, int, int] = GREY) -> torch.Tensor:
+    """:func:`edit_source` as a uint8 ``[3, size, size]`` tensor."""
     out, _ = _pad(to_rgb(img), size, pad_color)
-    return np.array(out, dtype=np.uint8)
+    return to_chw_uint8(out)
 
 
-def to_chw(arr: np.ndarray, dtype: str) -> torch.Tensor:
-    """A uint8 ``[H, W, 3]`` array as a ``[3, H, W]`` tensor: uint8 as it is, or float32 in [0, 1]."""
-    if dtype == "uint8":
-        return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-    return to_unit_tensor(arr)
+def as_dtype(chw: torch.Tensor, dtype: str) -> torch.Tensor:
+    """A uint8 ``[3, H, W]`` tensor as it is (``"uint8"``) or as float32 in [0, 1]."""
+    return chw if dtype == "uint8" else to_unit_tensor(chw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,10 +261,13 @@ def to_chw(arr: np.ndarray, dtype: str) -> torch.Tensor:
 
 
 def luminance_stats(pixels: torch.Tensor | np.ndarray) -> tuple[float, float]:
-    """Mean and (population) std of 0.299 R + 0.587 G + 0.114 B, on the [0, 1] scale, of float
-    ``[3, H, W]`` pixels in [0, 1] or of a uint8 ``[H, W, 3]`` array (in float64 either way)."""
+    """Mean and (population) std of 0.299 R + 0.587 G + 0.114 B, on the [0, 1] scale, of
+    ``[3, H, W]`` pixels (float in [0, 1], or uint8) or of a uint8 ``[H, W, 3]`` array (in float64)."""
     if isinstance(pixels, np.ndarray):
         luma = pixels.reshape(-1, 3) @ np.asarray(_LUMA)  # one float64 pass over the uint8 pixels
+        return float(luma.mean()) / 255.0, float(luma.std()) / 255.0
+    if pixels.dtype == torch.uint8:
+        luma = np.asarray(_LUMA) @ pixels.numpy().reshape(3, -1)
         return float(luma.mean()) / 255.0, float(luma.std()) / 255.0
     p = pixels.double()
     luma = _LUMA[0] * p[0] + _LUMA[1] * p[1] + _LUMA[2] * p[2]
@@ -417,8 +422,8 @@ class ImageTransform:
         out["und_sizes"] = [s for _, s in und]
         enc_paths = _paths(sample, "image_gen_enc")
         out["gen_enc_pixels"] = [
-            to_chw(edit_source_array(_lookup(images, p, "image_gen_enc"), cfg.gen_size, pad_color=cfg.pad_color),
-                   cfg.gen_dtype) for p in enc_paths
+            as_dtype(edit_source_uint8(_lookup(images, p, "image_gen_enc"), cfg.gen_size, pad_color=cfg.pad_color),
+                     cfg.gen_dtype) for p in enc_paths
         ]
         mc = ""
         gen_paths = _paths(sample, "image_gen")
@@ -427,11 +432,11 @@ class ImageTransform:
         if gen_paths:
             mode = sample.get("gen_transform", "crop")
             img = _lookup(images, gen_paths[0], "image_gen")
-            arr, info = gen_target_array(img, mode, cfg.gen_size, rng, sample.get("gen_crop"),
+            chw, info = gen_target_uint8(img, mode, cfg.gen_size, rng, sample.get("gen_crop"),
                                          pad_color=cfg.pad_color)
-            out["gen_pixels"], out["gen_info"] = to_chw(arr, cfg.gen_dtype), info
+            out["gen_pixels"], out["gen_info"] = as_dtype(chw, cfg.gen_dtype), info
             if mode in ("crop", "fixed_crop") and not enc_paths:
-                mc = micro_conditions(info, arr, sample, rng, cfg)
+                mc = micro_conditions(info, chw, sample, rng, cfg)
         out["conversations"] = [
             {**turn, "value": fill_micro_conditions(turn["value"], mc)} for turn in sample.get("conversations", [])
         ]
