@@ -6,7 +6,7 @@ Boxes go onto the 0..1024 grid in the import's frame (``--frame``; see :mod:`.bo
 Images. GranD-f and the refer toolkit ship annotations only; their images (SA-1B, COCO,
 Flickr30k) are downloaded separately. When the annotations' folder holds an ``images/`` folder
 (for ``refcoco`` also the refer toolkit's ``../images/mscoco/images/train2014``), ``s3_path`` is
-the absolute path of the image there (local folders are checked: a missing image skips the
+the absolute path (or ``s3://`` URI) of the image there (checked: a missing image skips the
 record as ``missing_image``); otherwise ``s3_path`` is the file name as the annotation gives it,
 relative, and the mixture entry needs ``image_root`` set to the folder (or prefix) holding the
 images.
@@ -35,7 +35,7 @@ from .boxes import (
     xywh_to_xyxy,
 )
 from .jsonstream import iter_json_top
-from .sources import folder_of, image_size, is_dir, join, location, walk
+from .sources import KeyIndex, folder_of, image_size, index_prefix, is_dir, join, location, walk
 
 GRANDF_SCHEMA = pa.schema([("s3_path", pa.string()), ("loc_caption", pa.string())])
 
@@ -44,12 +44,21 @@ GRANDF_SCHEMA = pa.schema([("s3_path", pa.string()), ("loc_caption", pa.string()
 
 
 class ImageFolder:
-    """Where a record's image is: under ``root`` (absolute, local files checked), or the bare
-    relative file name when there is no root (the mixture entry's ``image_root`` resolves it)."""
+    """Where a record's image is: under ``root`` (absolute; checked to exist: a local file, or a
+    key of the prefix's listing, read once), or the bare relative file name when there is no root
+    (the mixture entry's ``image_root`` resolves it)."""
 
     def __init__(self, root: str | None):
         self.root = root
         self.local = root is not None and not s3.is_s3(root)
+        self._keys: KeyIndex | None = None  # the keys under an S3 root
+
+    def _exists(self, path: str) -> bool:
+        if self.local:
+            return os.path.isfile(path)
+        if self._keys is None:
+            self._keys = index_prefix(self.root)
+        return path[len(self.root.rstrip("/")) + 1:] in self._keys
 
     @staticmethod
     def find_root(folder: str, *extra: str) -> str | None:
@@ -68,7 +77,7 @@ class ImageFolder:
         if ".." in name.replace("\\", "/").split("/"):
             raise Malformed("bad_image_name", f"image name {name!r} leaves the image folder")
         path = join(self.root, name)
-        if self.local and not os.path.isfile(path):
+        if not self._exists(path):
             raise Malformed("missing_image", f"{path} does not exist")
         return path
 

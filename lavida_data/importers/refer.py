@@ -42,6 +42,18 @@ def _refs_file(source: str) -> str:
                        "(refcoco/ or refcoco+/ with refs(unc).p, refcocog/ with refs(umd).p) and its instances.json")
 
 
+def _refer_images(folder: str) -> list[str]:
+    """The refer toolkit's image folder for a dataset folder, ``<folder>/../images/mscoco/images/
+    train2014`` (local, or on S3); none for the top of a bucket, which has no parent."""
+    if not s3.is_s3(folder):
+        return [join(os.path.join(folder, ".."), "images", "mscoco", "images", "train2014")]
+    bucket, _, key = folder[len("s3://"):].rstrip("/").partition("/")
+    if not key:
+        return []
+    up = f"s3://{bucket}/{key.rsplit('/', 1)[0]}" if "/" in key else f"s3://{bucket}"
+    return [join(up, "images", "mscoco", "images", "train2014")]
+
+
 def _sentence(s: Any) -> str:
     if isinstance(s, dict):
         s = s.get("sent") or s.get("raw")
@@ -99,8 +111,7 @@ def import_refcoco(source: str, ctx: ImportContext) -> Iterator[Row]:
             anns[item["id"]] = (item.get("image_id"), item.get("bbox"))
         elif key == "images" and item["id"] in need_imgs:
             imgs[item["id"]] = (item.get("file_name"), item.get("width"), item.get("height"))
-    refer_images = os.path.join(folder, "..", "images", "mscoco", "images", "train2014")
-    images = ImageFolder(ImageFolder.find_root(folder, *([] if s3.is_s3(folder) else [refer_images])))
+    images = ImageFolder(ImageFolder.find_root(folder, *_refer_images(folder)))
     for ref_id, ann_id, image_id, sentences in train:
         ctx.progress(1)
         where = f"{refs_uri}: ref {ref_id}"

@@ -235,6 +235,9 @@ def run_import(kind: str, source: str, out: str, *, images_to: str | None = None
         for p in imp.parts:  # a declared part with no rows is still written (empty), so it validates
             if p != "*" and p not in writers:
                 writers[p] = _PartWriter(table_uri(out, imp, p), imp.part(p).schema, batch_rows)
+        # declared parts in their declared order, as an up-to-date rerun lists them; then those named at run time
+        writers = {p: writers[p] for p in [*(p for p in imp.parts if p in writers),
+                                           *(p for p in writers if p not in imp.parts)]}
         if ctx.images is not None:
             ctx.images.close()
         skipped = dict(sorted(ctx.skipped.items()))

@@ -13,7 +13,10 @@ import posixpath
 import re
 import tarfile
 import zipfile
+from array import array
 from typing import IO, Callable, Iterable, Iterator
+
+import numpy as np
 
 from .. import s3
 from ..tables import _open
@@ -103,6 +106,64 @@ def list_objects(uri: str) -> Iterator[dict]:
     bucket, prefix = s3.split(uri)
     for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         yield from page.get("Contents", [])
+
+
+def _h(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+class KeyIndex:
+    """A set of file keys held as 8-byte hashes (10M keys in 80 MB), to match record paths
+    against the files of archives or listings; a key may sit under one more leading folder
+    (``<top>/<record path>``), tried for the first ``MAX_TOPS`` distinct top folders."""
+
+    MAX_TOPS = 256
+
+    def __init__(self):
+        self._buf = array("Q")
+        self._arr: np.ndarray | None = None
+        self.tops: list[str] = []
+        self._top_set: set[str] = set()
+
+    def add(self, key: str) -> None:
+        self._buf.append(_h(key))
+        self._arr = None
+        if "/" in key:
+            top = key.split("/", 1)[0]
+            if top not in self._top_set and len(self.tops) < self.MAX_TOPS:
+                self._top_set.add(top)
+                self.tops.append(top)
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def __contains__(self, key: str) -> bool:
+        if self._arr is None:
+            self._arr = np.sort(np.frombuffer(self._buf, dtype=np.uint64)) if len(self._buf) else np.zeros(0, np.uint64)
+        h = np.uint64(_h(key))
+        i = int(np.searchsorted(self._arr, h))
+        return i < len(self._arr) and self._arr[i] == h
+
+    def resolve(self, path: str) -> str | None:
+        """The key of ``path``: itself, or ``<top>/path`` (the last top that matched is tried first)."""
+        if path in self:
+            return path
+        for i, top in enumerate(self.tops):
+            cand = f"{top}/{path}"
+            if cand in self:
+                if i:
+                    self.tops.insert(0, self.tops.pop(i))
+                return cand
+        return None
+
+
+def index_prefix(root: str) -> KeyIndex:
+    """Every object key under an S3 prefix, relative to it (one listing, no per-image request)."""
+    prefix = s3.split(root.rstrip("/") + "/")[1]
+    idx = KeyIndex()
+    for o in list_objects(root.rstrip("/") + "/"):
+        idx.add(o["Key"][len(prefix):])
+    return idx
 
 
 def walk(source: str, pattern: str | None = None) -> Iterator[str]:

@@ -9,15 +9,12 @@ source where they already are.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
 import zipfile
-from array import array
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -26,12 +23,13 @@ from .base import ImportContext, ImportError_, Part, Row, importer
 from .boxes import Malformed
 from .jsonstream import iter_json_top, read_records
 from .sources import (
+    KeyIndex,
     exists,
     folder_of,
+    index_prefix,
     is_dir,
     iter_members,
     join,
-    list_objects,
     location,
     open_binary,
     read_bytes,
@@ -89,64 +87,6 @@ def _image_list(v: Any) -> list[str]:
     raise Malformed("bad_image", f"image must be a path or a list of paths, got {type(v).__name__}")
 
 
-def _h(name: str) -> int:
-    return int.from_bytes(hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
-
-
-class _Index:
-    """A set of file keys held as 8-byte hashes (10M keys in 80 MB), to match record paths
-    against the files of archives or listings; a key may sit under one more leading folder
-    (``<top>/<record path>``), tried for the first ``MAX_TOPS`` distinct top folders."""
-
-    MAX_TOPS = 256
-
-    def __init__(self):
-        self._buf = array("Q")
-        self._arr: np.ndarray | None = None
-        self.tops: list[str] = []
-        self._top_set: set[str] = set()
-
-    def add(self, key: str) -> None:
-        self._buf.append(_h(key))
-        self._arr = None
-        if "/" in key:
-            top = key.split("/", 1)[0]
-            if top not in self._top_set and len(self.tops) < self.MAX_TOPS:
-                self._top_set.add(top)
-                self.tops.append(top)
-
-    def __len__(self) -> int:
-        return len(self._buf)
-
-    def __contains__(self, key: str) -> bool:
-        if self._arr is None:
-            self._arr = np.sort(np.frombuffer(self._buf, dtype=np.uint64)) if len(self._buf) else np.zeros(0, np.uint64)
-        h = np.uint64(_h(key))
-        i = int(np.searchsorted(self._arr, h))
-        return i < len(self._arr) and self._arr[i] == h
-
-    def resolve(self, path: str) -> str | None:
-        """The key of ``path``: itself, or ``<top>/path`` (the last top that matched is tried first)."""
-        if path in self:
-            return path
-        for i, top in enumerate(self.tops):
-            cand = f"{top}/{path}"
-            if cand in self:
-                if i:
-                    self.tops.insert(0, self.tops.pop(i))
-                return cand
-        return None
-
-
-def _index_prefix(root: str) -> _Index:
-    """Every object key under an S3 prefix, relative to it (one listing, no per-image request)."""
-    prefix = s3.split(root.rstrip("/") + "/")[1]
-    idx = _Index()
-    for o in list_objects(root.rstrip("/") + "/"):
-        idx.add(o["Key"][len(prefix):])
-    return idx
-
-
 class _ImageSource:
     """Where the images of a run are found (``find``: a record path -> the key under the image
     root, or None) and how they reach the table's image root (``store``)."""
@@ -174,7 +114,7 @@ def _folder_images(ctx: ImportContext, root: str, candidates: Callable[[str], li
     (``<images-to>/<kind>/<path>``)."""
     root = location(root)
     if s3.is_s3(root):
-        idx = _index_prefix(root)
+        idx = index_prefix(root)
 
         def find(p: str) -> str | None:
             return next((c for c in candidates(p) if c in idx), None)
@@ -210,7 +150,7 @@ def _mammoth_images(source: str, ctx: ImportContext, files: list[str]) -> _Image
         groups = split_parts(walk(shard_root, r"\.(tar|tgz|tar\.gz)(\.part\d+|\.\d+)?$"))
         shards = [groups[k] for k in sorted(groups, key=_natural)]
     if ctx.images is not None and shards:
-        idx = _Index()
+        idx = KeyIndex()
         for parts in shards:
             for key, read in iter_members(parts, ctx.skip):
                 ctx.image(f"{ctx.kind}/{key}", read())  # read now: a streamed tar cannot come back to a member

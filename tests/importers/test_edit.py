@@ -14,55 +14,22 @@ from lavida_data.importers.base import ImportError_
 
 from .helpers import (
     columns,
+    gpt_edit_release,
     human,
     import_json,
     png,
     read_table,
     round_trip,
-    split,
+    sharegpt_release,
     upload,
     write,
     write_tar,
-    write_zip,
 )
 
 # ------------------------------------------------------------------------------- ShareGPT-4o
 
-T2I_RECORDS = [
-    {"input_prompt": "a watercolor fox", "output_image": "output_image/t0.png"},
-    {"input_prompt": "", "output_image": "output_image/t1.png"},
-    42,
-    {"input_prompt": "lost", "output_image": "output_image/none.png"},
-    {"input_prompt": "a neon sign", "output_image": "./output_image/t2.png"},
-]
-EDIT_RECORDS = [
-    {"input_prompt": "make it night", "input_image": ["input_image/e0_a.png"], "output_image": "output_image/e0.png"},
-    {"input_prompt": "put both in one room", "input_image": ["input_image/e1_a.png", "input_image/e1_b.png"],
-     "output_image": "output_image/e1.png"},
-    {"input_prompt": "x", "input_image": 5, "output_image": "output_image/e0.png"},
-    {"input_prompt": "no target", "input_image": ["input_image/e0_a.png"]},
-]
-IMAGES = {"output_image/t0.png": (30, 20), "output_image/t2.png": (12, 34), "output_image/e0.png": (8, 8),
-          "output_image/e1.png": (8, 8), "input_image/e0_a.png": (8, 8), "input_image/e1_a.png": (8, 8),
-          "input_image/e1_b.png": (8, 8), "output_image/unused.png": (8, 8)}
 SHAREGPT_SKIPS = {"bad_input_image": 1, "image_missing": 1, "missing_input_prompt": 1, "missing_output_image": 1,
                   "not_object": 1}
-
-
-def sharegpt_release(root, packing: str) -> None:
-    write(root / "text_to_image.json", json.dumps(T2I_RECORDS, indent=1))
-    write(root / "image_editing.json", json.dumps(EDIT_RECORDS))
-    members = [(name, png(*wh)) for name, wh in IMAGES.items()]
-    if packing == "split-tar":  # one gzip tar, published in parts
-        split(write_tar(root / "images.tar.gz", members, gz=True), 2)
-    elif packing == "zip":  # one zip per folder, named after it, members without the folder
-        for folder in ("output_image", "input_image"):
-            write_zip(root / f"{folder}.zip", [(n.split("/", 1)[1], d) for n, d in members if n.startswith(folder)])
-    elif packing == "nested-tar":  # a tar unpacking to the release folder
-        write_tar(root / "ShareGPT-4o-Image.tar", [(f"ShareGPT-4o-Image/{n}", d) for n, d in members])
-    else:  # unpacked
-        for name, data in members:
-            write(root / name, data)
 
 
 def test_sharegpt_4o_split_tar_through_the_command(cli, tmp_path):
@@ -133,47 +100,6 @@ def test_sharegpt_4o_packing_variants(tmp_path, packing, request):
 
 
 # ---------------------------------------------------------------------------- GPT-Image-Edit
-
-
-def gpt_edit_release(root) -> None:
-    hq = "gpt-edit/hqedit"
-    hq_meta = [
-        {"id": 1, "dataset_source": "hqedit", "task": "edit", "input": "input/00001.png", "output": "output/00001.png",
-         "instruction": "make the sky pink", "instruction_type": "original", "input_description": "a beach"},
-        {"id": 2, "dataset_source": "hqedit", "task": "edit", "input": "input/00002.png", "output": "output/00002.png",
-         "instruction": "Turn the pink sky into a starry night.", "instruction_type": "rewrite",
-         "input_description": "a beach"},
-        {"id": 3, "dataset_source": "hqedit", "task": "edit", "input": "input/00003.png", "output": "output/00003.png",
-         "instruction": "gone", "instruction_type": "complex", "input_description": ""},
-        {"id": 4, "dataset_source": "hqedit", "task": "edit", "input": "input/00001.png", "output": "output/00001.png",
-         "instruction": "", "instruction_type": "original", "input_description": ""},
-    ]
-    members = [(f"{hq}/edit/{role}/{i:05d}.png", png(8, 8)) for i in (1, 2) for role in ("input", "output")]
-    members.append((f"{hq}/edit/input/00099.png", png(8, 8)))  # no record names it
-    members.append((f"{hq}/metadata/hqedit_edit.json", json.dumps(hq_meta).encode()))  # after its images
-    split(write_tar(root / "gpt-edit" / "hqedit.tar.gz", members, gz=True), 3)
-    omni = "gpt-edit/omniedit"
-    omni_meta = [
-        {"id": "5", "dataset_source": "omniedit", "task": "addition", "input": "input/5.png", "output": "output/5.png",
-         "instruction": "add a red balloon", "instruction_type": "original", "input_description": "a park",
-         "instruction_original": "Add a balloon"},
-        # no task: the metadata file's name gives it
-        {"id": "6", "dataset_source": "omniedit", "input": "input/6.png", "output": "output/6.png",
-         "instruction": "add a small boat", "instruction_type": "complex", "input_description": "a lake",
-         "instruction_original": "Add boat"},
-        {"id": "7", "dataset_source": "omniedit", "task": "addition", "output": "output/7.png",
-         "instruction": "no input"},
-    ]
-    write_tar(root / "gpt-edit" / "omniedit.tar",  # metadata first this time
-              [(f"{omni}/metadata/omniedit_addition.json", json.dumps(omni_meta).encode())]
-              + [(f"{omni}/addition/{role}/{i}.png", png(8, 8)) for i in (5, 6) for role in ("input", "output")])
-    # UltraEdit already unpacked, its metadata beside the images
-    ultra = root / "gpt-edit" / "ultraedit"
-    for role in ("input", "output"):
-        write(ultra / "edit" / role / "7.png", png(8, 8))
-    write(ultra / "metadata" / "ultraedit_edit.jsonl", json.dumps(
-        {"id": 7, "dataset_source": "ultraedit", "task": "edit", "input": "input/7.png", "output": "output/7.png",
-         "instruction": "remove the car", "instruction_type": "original", "input_description": "a street"}) + "\n")
 
 
 def test_gpt_image_edit_one_table_per_source(cli, tmp_path):

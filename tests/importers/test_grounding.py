@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,17 +13,14 @@ import pytest
 from lavida_data.importers import run_import
 
 from .helpers import (
-    Unicode,
+    _grandf_source,
+    _lmms_file,
+    _refer_source,
     image_bytes,
     import_json,
     lavida,
-    py2_pickle,
     read_table,
-    rect_mask,
-    rle_compressed,
-    rle_list,
     round_trip,
-    save_image,
     table_meta,
 )
 
@@ -37,83 +33,11 @@ def loc(*v: int) -> str:
     return "<LOC_BEGIN>" + "".join(f"<LOC_{x}>" for x in v) + "<LOC_END>"
 
 
-def span(caption: str, phrase: str) -> list[int]:
-    i = caption.index(phrase)
-    return [i, i + len(phrase)]
-
-
 def gp(phrase: str, *v: int) -> str:
     return f"<box_p> {phrase} </box_p>{loc(*v)}"
 
 
 # ------------------------------------------------------------------------------------ GranD-f
-
-HA_CAP = "A red car parked next to a tree."
-PSG_CAP = "Two dogs play."
-FLICKR_CAP = "A man rides a horse near two dogs."
-
-
-def _grandf_source(root: Path, with_images: bool = True) -> Path:
-    src = root / "GranD-f"
-    src.mkdir(parents=True)
-    if with_images:
-        for name, (w, h) in {"sa_1.jpg": (200, 100), "000000000001.jpg": (120, 80),
-                             "COCO_train2014_000000000009.jpg": (160, 120), "1000.jpg": (200, 150),
-                             "1001.jpg": (50, 50)}.items():
-            save_image(src / "images" / name, w, h)
-    car = rle_compressed(rect_mask(100, 200, 20, 10, 120, 60))
-    tree = [rle_list(rect_mask(100, 200, 150, 0, 190, 90)), rle_list(rect_mask(100, 200, 140, 50, 160, 100))]
-    good = {"file_name": "sa_1.jpg", "caption": HA_CAP, "height": 100, "width": 200, "groundings": {
-        "A red car": {"token_positives": span(HA_CAP, "A red car"), "rle_masks": [car]},
-        "a tree": {"token_positives": span(HA_CAP, "a tree"), "rle_masks": tree}}}
-    bad_rle = {"size": [100, 200], "counts": [5, 5]}
-    ha = [
-        good,
-        {**good, "groundings": {"A red car": {"token_positives": [0, 9], "rle_masks": [bad_rle]}}},
-        {**good, "groundings": {"A red car": {"token_positives": [10, 99], "rle_masks": [car]}}},
-        {**good, "caption": ""},
-        {**good, "groundings": {}},
-        {**good, "file_name": "sa_404.jpg"},
-        {**good, "groundings": {"A red car": {"token_positives": [0, 9],
-                                              "rle_masks": [rle_list(rect_mask(50, 50, 1, 1, 5, 5))]}}},
-    ]
-    (src / "GranDf_HA_GCG_train.json").write_text(json.dumps(ha))
-    dogs = rle_compressed(rect_mask(80, 120, 10, 20, 60, 70))
-    psg = [{"file_name": "000000000001.jpg", "caption": PSG_CAP, "height": 80, "width": 120,
-            "groundings": {"Two dogs": {"token_positives": [0, 8], "rle_masks": [dogs]}}},
-           {"file_name": "000000000001.jpg", "caption": PSG_CAP, "height": 80, "width": 120,
-            "groundings": {"Two dogs": {"token_positives": [0, 8], "rle_masks": [dogs]},
-                           "dogs": {"token_positives": [4, 8], "rle_masks": [dogs]}}}]
-    (src / "OpenPsgGCG_train.json").write_text(json.dumps(psg))
-    man = {"sentence": "A man", "segmentation": [[10, 10, 50, 10, 50, 110, 10, 110]]}
-    cup = {"sentence": "a cup.", "segmentation": [[60, 40, 80, 40, 80, 60], [70, 50, 90, 55, 75, 70]]}
-    rec = {"img_file_name": "COCO_train2014_000000000009.jpg", "caption": '"A man holding a cup."', "refs": [man, cup]}
-    (src / "RefCOCOg_GCG_train.json").write_text(json.dumps({  # a dict of keyed records
-        "COCO_train2014_000000000009.jpg_0": rec,
-        "COCO_train2014_000000000009.jpg_1": {
-            **rec, "refs": [man, {"sentence": "a hat", "segmentation": [[1, 1, 2, 2, 3, 1]]}]},
-        "COCO_train2014_000000000009.jpg_2": {**rec, "refs": [{"sentence": "A man", "segmentation": [[1, 2, 3]]}]},
-    }))
-    (src / "RefCOCOg_GCG_val.json").write_text(json.dumps([{"k": {**rec, "refs": [man]}}]))  # a list of {key: record}
-    flickr = {
-        "info": {"description": "flickr mergedGT"},
-        "images": [{"id": 1, "file_name": "1000.jpg", "height": 150, "width": 200, "caption": FLICKR_CAP},
-                   {"id": 2, "file_name": "1001.jpg", "height": 50, "width": 50, "caption": "Nothing here."},
-                   {"id": 3, "file_name": "1000.jpg", "height": 150, "width": 200, "caption": "A man."}],
-        "annotations": [
-            {"id": 1, "image_id": 1, "bbox": [10, 20, 50, 100], "tokens_positive": [span(FLICKR_CAP, "A man")],
-             "sam_mask": rle_compressed(rect_mask(150, 200, 10, 20, 60, 120))},
-            {"id": 2, "image_id": 1, "bbox": [100, 50, 60, 60], "tokens_positive": [span(FLICKR_CAP, "a horse")]},
-            {"id": 3, "image_id": 1, "bbox": [160, 100, 20, 30], "tokens_positive": [span(FLICKR_CAP, "two dogs")]},
-            {"id": 4, "image_id": 1, "bbox": [130, 110, 30, 30], "tokens_positive": [span(FLICKR_CAP, "two dogs")]},
-            {"id": 5, "image_id": 3, "bbox": [150, 10, 200, 20], "tokens_positive": [[0, 5]]},
-            {"id": 6, "image_id": 99, "bbox": [1, 1, 2, 2], "tokens_positive": [[0, 1]]},
-        ],
-        "categories": [],
-    }
-    (src / "flickr_mergedGT_GCG_train.json").write_text(json.dumps(flickr))
-    return src
-
 
 GRANDF_SKIPPED = {"bad_polygon": 1, "bad_rle": 1, "box_outside_image": 1, "mask_size_mismatch": 1,
                   "missing_caption": 1, "missing_image": 1, "no_groundings": 2, "overlapping_spans": 1,
@@ -210,53 +134,6 @@ def test_grandf_refuses_images_to_and_unknown_layouts(tmp_path):
 # ------------------------------------------------------------------------------------ RefCOCO
 
 
-def _refer_source(root: Path, py2: bool = True, with_images: bool = True) -> Path:
-    data = root / "refer" / "data"
-    ds = data / "refcoco"
-    ds.mkdir(parents=True)
-    if with_images:
-        train2014 = data / "images" / "mscoco" / "images" / "train2014"
-        save_image(train2014 / "COCO_train2014_000000000009.jpg", 160, 120)
-        save_image(train2014 / "COCO_train2014_000000000025.jpg", 100, 200)
-
-    def sent(s: str, i: int) -> dict:
-        return {"tokens": s.split(), "raw": s.title(), "sent_id": i, "sent": s}
-
-    refs = [
-        {"ref_id": 0, "ann_id": 101, "image_id": 9, "split": "train", "category_id": 1,
-         "file_name": "COCO_train2014_000000000009_101.jpg", "sent_ids": [0, 1],
-         "sentences": [sent("man on left", 0), sent("the  guy", 1)]},
-        {"ref_id": 1, "ann_id": 102, "image_id": 25, "split": "train",
-         "sentences": [sent("tall thing", 2), sent("  ", 3)]},
-        {"ref_id": 2, "ann_id": 104, "image_id": 25, "split": "val", "sentences": [sent("val only", 4)]},
-        {"ref_id": 3, "ann_id": 999, "image_id": 9, "split": "train", "sentences": [sent("lost", 5)]},
-        {"ref_id": 4, "ann_id": 103, "image_id": 9, "split": "train", "sentences": [sent("outside", 6)]},
-        "garbage",
-        {"ref_id": 6, "ann_id": 101, "image_id": 9, "split": "testA", "sentences": [sent("test only", 7)]},
-    ]
-    if py2:
-        refs[1]["sentences"][0]["sent"] = Unicode("tall thing")
-        (ds / "refs(unc).p").write_bytes(py2_pickle(refs))
-    else:
-        (ds / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
-    (ds / "refs(google).p").write_bytes(py2_pickle([]))  # unc is preferred
-    (ds / "instances.json").write_text(json.dumps({
-        "info": {}, "licenses": [],
-        "images": [{"id": 9, "file_name": "COCO_train2014_000000000009.jpg", "width": 160, "height": 120},
-                   {"id": 25, "file_name": "COCO_train2014_000000000025.jpg", "width": 100, "height": 200},
-                   {"id": 77, "file_name": "COCO_train2014_000000000077.jpg", "width": 10, "height": 10}],
-        "annotations": [
-            {"id": 101, "image_id": 9, "bbox": [10, 20, 60, 40], "segmentation": [[10, 20, 70, 20, 70, 60]],
-             "area": 2400, "iscrowd": 0, "category_id": 1},
-            {"id": 102, "image_id": 25, "bbox": [0, 50, 100, 100], "category_id": 2},
-            {"id": 103, "image_id": 9, "bbox": [150, 100, 30, 30], "category_id": 1},
-            {"id": 104, "image_id": 25, "bbox": [1, 1, 5, 5], "category_id": 1},
-        ],
-        "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "giraffe"}],
-    }))
-    return ds
-
-
 REFCOCO_SKIPPED = {"bad_ref": 1, "box_outside_image": 1, "empty_sentence": 1, "missing_annotation": 1}
 
 
@@ -329,17 +206,6 @@ def test_refcoco_layout_errors(tmp_path):
 
 
 # ------------------------------------------------------------------------------- lmms RefCOCO
-
-
-def _lmms_file(path: Path, rows: list[dict]) -> None:
-    schema = pa.schema([
-        ("question_id", pa.string()), ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-        ("question", pa.string()), ("answer", pa.list_(pa.string())), ("segmentation", pa.list_(pa.float32())),
-        ("bbox", pa.list_(pa.float32())), ("iscrowd", pa.int64()), ("file_name", pa.string())])
-    full = [{"question": "Please carefully observe the area circled in the image and come up with a caption.",
-             "segmentation": [1.0, 2.0, 3.0], "iscrowd": 0, "file_name": None, **r} for r in rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(full, schema=schema), path, row_group_size=3)
 
 
 def test_lmms_refcoco_images_to_s3(tmp_path, cli, s3_bucket):

@@ -3,7 +3,6 @@ its metadata and a miniature img2dataset download, through the converters."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import pyarrow as pa
@@ -13,68 +12,23 @@ import pytest
 from lavida_data.importers import run_import
 from lavida_data.importers.base import ImportError_
 
-from .helpers import columns, human, image_bytes, import_json, read_table, round_trip, upload, write
+from .helpers import (
+    RELAION_DOWNLOADS,
+    coyo_metadata,
+    columns,
+    human,
+    img2dataset_folder,
+    import_json,
+    read_table,
+    relaion_metadata,
+    round_trip,
+    upload,
+)
 
 T2I = "preproces_text_to_image_generation_s3"
 
 
-
-# --------------------------------------------------------------------------- img2dataset output
-
-
-def img2dataset_folder(root, samples: list[dict]) -> None:
-    """img2dataset ``--output_format files``: ``00000/<key>.jpg`` + ``<key>.json`` (+ the
-    per-shard parquet and stats file it writes beside them). A sample: {key, url, caption,
-    status, width, height, image: (w, h) or None, json: False to leave the sidecar out, ...}."""
-    shard = root / "00000"
-    table = []
-    for s in samples:
-        s = dict(s)
-        img = s.pop("image", None)
-        with_json = s.pop("json", True)
-        if img is not None:
-            write(shard / f"{s['key']}.jpg", image_bytes(*img))
-            write(shard / f"{s['key']}.txt", s.get("caption") or "")
-        if with_json:
-            write(shard / f"{s['key']}.json", json.dumps(s))
-        table.append({"key": s["key"], "url": s["url"], "status": s.get("status", "success")})
-    pq.write_table(pa.Table.from_pylist(table), root / "00000.parquet")
-    write(root / "00000_stats.json", json.dumps({"count": len(samples), "successes": 3}))
-
-
-DOWNLOADS = [
-    # stored image resized: the sidecar's size is the stored one
-    {"key": "000000000", "url": "http://a/0.jpg", "caption": "a red fox", "status": "success",
-     "width": 32, "height": 24, "original_width": 640, "original_height": 480, "image": (32, 24)},
-    # no size in the sidecar: the metadata's
-    {"key": "000000001", "url": "http://a/1.jpg", "caption": "a blue whale", "status": "success", "image": (16, 12)},
-    {"key": "000000002", "url": "http://a/2.jpg", "caption": "failed", "status": "failed_to_download",
-     "error_message": "404", "width": None, "height": None},
-    {"key": "000000006", "url": "http://a/extra.jpg", "caption": "not in the metadata", "status": "success",
-     "width": 8, "height": 8, "image": (8, 8)},
-    {"key": "000000007", "url": "http://a/7.jpg", "caption": "lost image", "status": "success",
-     "width": 8, "height": 8},  # success, but its jpg is gone
-    {"key": "000000008", "url": "http://a/8.jpg", "caption": "no sidecar", "image": (8, 8), "json": False},
-]
-
-
-def relaion_metadata(style: str) -> pa.Table:
-    url, cap, w, h = ("url", "caption", "width", "height") if style == "new" else ("URL", "TEXT", "WIDTH", "HEIGHT")
-    data = [
-        ("http://a/0.jpg", "a red fox", 640, 480),
-        ("http://a/1.jpg", "a blue whale", 800, 600),
-        ("http://a/2.jpg", "failed", 100, 100),
-        ("http://a/3.jpg", None, 100, 100),
-        (None, "no url", 100, 100),
-        ("http://a/5.jpg", "never fetched", 100, 100),
-    ]
-    cols = {url: [d[0] for d in data], cap: [d[1] for d in data], w: [d[2] for d in data],
-            h: [d[3] for d in data], ("similarity" if style == "new" else "similarity"): [0.3] * len(data),
-            ("punsafe" if style == "new" else "punsafe"): [0.01] * len(data)}
-    if style == "old":
-        cols["hash"] = [1] * len(data)
-        cols["pwatermark"] = [0.1] * len(data)
-    return pa.table(cols)
+# ---------------------------------------------------------------------------------- Re-LAION
 
 
 @pytest.mark.parametrize("style", ["new", "old"])
@@ -83,7 +37,7 @@ def test_relaion_metadata_joined_to_img2dataset_output(cli, tmp_path, style):
     (src / "metadata").mkdir(parents=True)
     pq.write_table(relaion_metadata(style), src / "metadata" / "part-00000-abc.snappy.parquet",
                    compression="snappy", row_group_size=2)
-    img2dataset_folder(src / "images", DOWNLOADS)
+    img2dataset_folder(src / "images", RELAION_DOWNLOADS)
     out = tmp_path / "relaion.parquet"
     if style == "new":  # through the command
         report = import_json(cli, "relaion", src, out)
@@ -108,7 +62,7 @@ def test_relaion_metadata_joined_to_img2dataset_output(cli, tmp_path, style):
 
 def test_relaion_from_img2dataset_output_alone(tmp_path):
     src = tmp_path / "relaion"
-    img2dataset_folder(src, DOWNLOADS)
+    img2dataset_folder(src, RELAION_DOWNLOADS)
     res = run_import("relaion", str(src), str(tmp_path / "t.parquet"))
     assert res.skipped == {"download_failed": 1, "image_missing": 1, "no_sidecar": 1}
     got = read_table(tmp_path / "t.parquet")
@@ -138,22 +92,6 @@ COYO_COLUMNS = ["id", "url", "text", "image_phash", "width", "height", "text_len
                 "num_tokens_bert", "num_tokens_gpt", "num_faces", "clip_similarity_vitb32",
                 "clip_similarity_vitl14", "nsfw_score_opennsfw2", "nsfw_score_gantman", "watermark_score",
                 "aesthetic_score_laion_v2"]
-
-
-def coyo_metadata(rows_: list[tuple]) -> pa.Table:
-    """COYO-700M's real column set; ``rows_``: (id, url, text, width, height, aesthetic)."""
-    n = len(rows_)
-    return pa.table({
-        "id": pa.array([r[0] for r in rows_], pa.int64()), "url": [r[1] for r in rows_],
-        "text": [r[2] for r in rows_], "image_phash": ["ffee"] * n,
-        "width": pa.array([r[3] for r in rows_], pa.int64()), "height": pa.array([r[4] for r in rows_], pa.int64()),
-        "text_length": pa.array([10] * n, pa.int64()), "word_count": pa.array([2] * n, pa.int64()),
-        "num_tokens_bert": pa.array([3] * n, pa.int64()), "num_tokens_gpt": pa.array([3] * n, pa.int64()),
-        "num_faces": pa.array([0] * n, pa.int64()), "clip_similarity_vitb32": [0.3] * n,
-        "clip_similarity_vitl14": [0.3] * n, "nsfw_score_opennsfw2": [0.01] * n,
-        "nsfw_score_gantman": [0.02] * n, "watermark_score": [0.1] * n,
-        "aesthetic_score_laion_v2": pa.array([r[5] for r in rows_], pa.float64()),
-    })
 
 
 def test_coyo_read_from_s3_images_in_place(cli, tmp_path, s3_bucket):

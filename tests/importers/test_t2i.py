@@ -13,27 +13,20 @@ from lavida_data.converters.common import REFLECTION_HUMAN
 from lavida_data.importers import run_import
 from lavida_data.importers.base import ImportError_
 
-from .helpers import human, image_bytes, import_json, png, read_table, round_trip, split, write, write_tar
+from .helpers import (
+    blip3o_release,
+    echo_release,
+    human,
+    image_bytes,
+    import_json,
+    read_table,
+    reflect_dit_release,
+    round_trip,
+    write,
+)
 
 
 # ------------------------------------------------------------------------------------ BLIP3o
-
-
-def blip3o_release(root):
-    dalle = [
-        ("00000/a1.jpg", image_bytes(40, 30)), ("00000/a1.txt", b"a cat in a teacup"),
-        ("00000/a1.json", b'{"key": "a1"}'),
-        ("00000/a2.png", png(20, 50)), ("00000/a2.txt", "a dog \u00e9t\u00e9 ".encode()),
-        ("00000/a3.jpg", image_bytes(8, 8)),  # no caption
-        ("00000/a4.txt", b"a caption without image"),
-        ("00000/a5.jpg", b"not an image"), ("00000/a5.txt", b"corrupt"),
-        ("00000/a6.jpg", image_bytes(8, 8)), ("00000/a6.txt", b"   "),
-        ("../evil.jpg", image_bytes(8, 8)), ("../evil.txt", b"outside the release"),
-    ]
-    write_tar(root / "dalle3" / "00000.tar", dalle)
-    gz = write_tar(root / "geneval_train" / "00000.tar.gz",
-                   [("g1.jpg", image_bytes(12, 16)), ("g1.txt", b"two red balls")], gz=True)
-    split(gz, 3)
 
 
 BLIP3O_ROWS = [("dalle3/00000/a1.jpg", "a cat in a teacup", 30, 40),
@@ -110,51 +103,16 @@ def test_rerun_after_an_interrupted_import_writes_only_missing_images(tmp_path):
 
 # ------------------------------------------------------------------------------- Reflect-DiT
 
-REFLECT_CSV = """prompt,positive_filename,negative_filename,negative_reason
-a cat on a mat,p1.png,n1a.pngXXXn1b.png,"the cat is blue; should be orangeXXXno mat"
-two dogs,p2.png,n2a.pngXXXn2b.png,only one dog
-,p9.png,,
-a red car,p3.png,n3a.pngXXXn1b.png,wrong colorXXXno car
-three birds,p4a.pngXXXp4b.png,,
-ghost,p_missing.png,,
-"""
-
-JUDGE = [
-    {"id": "j4", "image": ["p1.png"], "conversations": [
-        {"from": "human", "value": "<image>\n" + REFLECTION_HUMAN[len("<image>\n"):].format(prompt="a cat on a mat")},
-        {"from": "gpt", "value": "The cat is blue."},
-        {"from": "human", "value": "Please evaluate this generated image based on the following prompt: a mat "
-                                   "Focus on text alignment and compositionality."},
-        {"from": "gpt", "value": "There is a mat."}]},
-    {"id": "j1", "image": "generations/j1.png", "conversations": [
-        {"from": "human", "value": REFLECTION_HUMAN.format(prompt="a cat on a mat")},
-        {"from": "gpt", "value": "The image matches the prompt."}]},
-    {"id": "j2", "image": "p2.png", "conversations": [{"from": "human", "value": "<image>\nWhat is this?"},
-                                                      {"from": "gpt", "value": "dogs"}]},
-    {"id": "j3", "image": "missing.png", "conversations": [
-        {"from": "human", "value": REFLECTION_HUMAN.format(prompt="x")}, {"from": "gpt", "value": "no"}]},
-    17,
-]
-
-GENERATIONS = {"p1.png": (48, 32), "n1a.png": (8, 8), "n1b.png": (8, 8), "j1.png": (8, 8), "p2.png": (16, 16),
-               "n2a.png": (8, 8), "n2b.png": (8, 8), "p3.png": (24, 24), "p4a.png": (10, 20), "p4b.png": (20, 10)}
-
-
 @pytest.mark.parametrize("packed", ["tar", "folder"])
 def test_reflect_dit_csv_generations_and_judge_set(cli, tmp_path, packed):
     src = tmp_path / "Reflect-DiT"
-    write(src / "reflect_dit_train.csv", REFLECT_CSV)
-    write(src / "judge" / "reflection_llava.json", json.dumps(JUDGE))
-    members = [(f"generations/{n}", png(*wh)) for n, wh in GENERATIONS.items()]
+    reflect_dit_release(src, packed == "tar")
     if packed == "tar":
-        write_tar(src / "generations.tar", members)
         imgs = tmp_path / "images"
         report = import_json(cli, "reflect-dit", src, tmp_path / "out", "--images-to", imgs)
         where = imgs / "reflect-dit" / "generations"
         assert not (where / "n2a.png").exists()  # the pair dropped for a mismatch: never extracted
     else:
-        for name, data in members:
-            write(src / name, data)
         report = run_import("reflect-dit", str(src), str(tmp_path / "out")).to_json()
         where = src / "generations"
     assert report["skipped"] == {"image_missing": 2, "missing_prompt": 1, "negative_image_missing": 1,
@@ -214,43 +172,6 @@ def test_reflect_dit_csv_with_other_columns_is_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- Echo-4o
-
-
-def echo_release(root):
-    sur = root / "Surrel-Fantasy-Image"
-    lines = [
-        {"task_type": "t2i", "instruction": "a floating castle",
-         "output_image": "/Echo-4o-Image/Surrel-Fantasy-Image/images/00000.jpg", "type": "T1"},
-        {"task_type": "t2i", "instruction": "a glass whale",
-         "output_image": "/Echo-4o-Image/Surrel-Fantasy-Image/images/00001.jpg", "type": "T2"},
-        {"task_type": "t2i", "instruction": "never packed",
-         "output_image": "/Echo-4o-Image/Surrel-Fantasy-Image/images/00007.jpg", "type": "T1"},
-        {"task_type": "t2i", "output_image": "/Echo-4o-Image/Surrel-Fantasy-Image/images/00001.jpg"},
-    ]
-    write(sur / "Surrel-Fantasy-Image.jsonl",
-          "\n".join(json.dumps(x) for x in lines[:2]) + "\n{not json\n" + "\n".join(json.dumps(x) for x in lines[2:]))
-    write_tar(sur / "images" / "0-1.tar.gz", [("00000.jpg", image_bytes(40, 20))], gz=True)
-    gz = write_tar(sur / "images" / "1-2.tar.gz", [("images/00001.jpg", image_bytes(30, 60))], gz=True)
-    split(gz, 2)
-    ins = root / "Instruction-Following-Image"  # the same file names in another subset
-    write(ins / "Instruction-Following-Image.jsonl", json.dumps(
-        {"task_type": "t2i", "instruction": "three red apples",
-         "output_image": "/Echo-4o-Image/Instruction-Following-Image/images/00000.jpg", "type": "T1"}) + "\n")
-    write_tar(ins / "images" / "0-5000.tar.gz", [("00000.jpg", image_bytes(16, 16))], gz=True)
-    mr = root / "Multi-Reference-Image"
-    recs = [
-        {"task_type": "multi_reference", "instruction": "the cat of image 1 on the sofa of image 2",
-         "input_images": ["/Echo-4o-Image/Multi-Reference-Image/images/00000_0.jpg",
-                          "/Echo-4o-Image/Multi-Reference-Image/images/00000_1.jpg"],
-         "output_image": "/Echo-4o-Image/Multi-Reference-Image/images/00000.jpg"},
-        {"task_type": "multi_reference", "instruction": "the hat on the dog",
-         "input_image": "/Echo-4o-Image/Multi-Reference-Image/images/00001_0.jpg",
-         "output_image": "/Echo-4o-Image/Multi-Reference-Image/images/00001.jpg"},
-    ]
-    write(mr / "Multi-Reference-Image.jsonl", "\n".join(json.dumps(r) for r in recs) + "\n")
-    write_tar(mr / "images" / "0-5000.tar.gz", [(n, image_bytes(8, 8)) for n in
-                                                 ("00000_0.jpg", "00000_1.jpg", "00000.jpg", "00001_0.jpg",
-                                                  "00001.jpg")], gz=True)
 
 
 def test_echo_4o_images_written_to_s3(cli, tmp_path, s3_bucket):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import tracemalloc
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,34 +15,27 @@ from lavida_data.importers import run_import
 from lavida_data.importers.base import ImportContext
 from lavida_data.importers.understanding import import_mammoth
 
-from .helpers import image_bytes, import_json, lavida, read_table, round_trip, save_image, write, write_tar, write_zip
+from .helpers import (
+    LONG,
+    MAMMOTH_RECORDS,
+    VW_RECORDS,
+    _mammoth_source,
+    _vw_source,
+    import_json,
+    lavida,
+    read_table,
+    round_trip,
+    save_image,
+    turns,
+)
 
 MAMMOTH = "preproces_und_mammoth_si_10M"
 VW = "preproces_vw_instruct"
 REASONING = "\nPlease provide detailed reasoning before giving the final answer."
 
 
-def turns(q: str, a: str) -> list[dict]:
-    return [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
-
-
 # -------------------------------------------------------------------------------- MAmmoTH-VL
 
-
-MAMMOTH_RECORDS = [
-    {"id": "t0", "conversations": turns("What is 2+2?", "4"), "source": "math"},  # text-only
-    {"id": "i1", "image": "ai2d/1.jpg", "conversations": turns("<image>\nWhat is shown?", "A diagram.")},
-    {"id": "i2", "image": "./chart/2.png",
-     "conversations": [*turns("Title?", "Sales"), {"from": "human", "value": "Max?"},
-                       {"from": "gpt", "value": "12", "weight": 1}]},
-    {"id": "m3", "image": ["ai2d/1.jpg", "geo/3.jpg"], "conversations": turns("Compare.", "Same.")},
-    # malformed
-    {"id": "bad-missing", "image": "ai2d/1.jpg"},
-    {"id": "bad-turn", "conversations": [{"from": "human", "value": 3}]},
-    {"id": "bad-image", "image": "ai2d/404.jpg", "conversations": turns("?", "!")},
-    {"id": "bad-type", "image": 17, "conversations": turns("?", "!")},
-    "not a record",
-]
 
 EXPECTED_CONV = {
     "t0": turns("What is 2+2?", "4"),
@@ -51,18 +43,6 @@ EXPECTED_CONV = {
     "i2": [*turns("Title?", "Sales"), {"from": "human", "value": "Max?"}, {"from": "gpt", "value": "12"}],
     "m3": turns("Compare.", "Same."),
 }
-
-
-def _mammoth_source(root: Path, shards: bool = True) -> Path:
-    src = root / "MAmmoTH-VL-Instruct-12M"
-    src.mkdir(parents=True)
-    (src / "mammoth_si_10M.json").write_text(json.dumps(MAMMOTH_RECORDS, indent=1))
-    if shards:
-        write_tar(src / "single_image_data" / "shard_0.tar.gz", [("./ai2d/1.jpg", image_bytes(40, 30))], gz=True)
-        # an extra leading folder in the archive: matched as <top>/<record path>
-        write_tar(src / "single_image_data" / "shard_1.tar.gz",
-                  [("si/chart/2.png", image_bytes(20, 20, "PNG")), ("si/geo/3.jpg", image_bytes(30, 30))], gz=True)
-    return src
 
 
 def test_mammoth_from_tar_shards_to_images_folder(tmp_path, cli):
@@ -149,45 +129,8 @@ def test_mammoth_json_array_is_streamed(tmp_path):
 # -------------------------------------------------------------------------- VisualWebInstruct
 
 
-LONG = " ".join(["step"] * 160)
-VW_RECORDS = [
-    {"id": "a", "image": "imgs/a.jpg", "conversations": turns("<image>\nWhat is it?", "A plot.")},
-    {"id": "b", "image": ["b.png"], "conversations": turns("Solve.", LONG)},  # relative to imgs/
-    {"id": "c", "images": "imgs/sub/c.jpg", "conversations": turns("<image>\nRead it.", "42")},
-    {"id": "d", "images": ["a.jpg", "imgs/b.png"], "conversations": turns("Two?", "Yes.")},  # two images
-    # malformed
-    {"id": "e", "conversations": turns("No image?", "None.")},
-    {"id": "f", "image": "imgs/missing.jpg", "conversations": turns("?", "!")},
-    {"id": "g", "image": "imgs/a.jpg", "conversations": "not json"},
-    {"id": "h", "image": "imgs/a.jpg"},
-]
-VW_IMAGES = {"imgs/a.jpg": image_bytes(10, 10), "imgs/b.png": image_bytes(12, 6, "PNG"),
-             "imgs/sub/c.jpg": image_bytes(9, 9), "imgs/unused.jpg": image_bytes(5, 5)}
 VW_EXPECTED_IMAGES = [["imgs/a.jpg"], ["imgs/b.png"], ["imgs/sub/c.jpg"], ["imgs/a.jpg", "imgs/b.png"]]
 VW_SKIPPED = {"bad_conversations": 1, "missing_conversations": 1, "missing_image": 1, "no_image": 1}
-
-
-def _vw_source(root: Path, fmt: str = "jsonl", zipped: bool = True) -> Path:
-    src = root / "VisualWebInstruct"
-    src.mkdir(parents=True)
-    if fmt == "jsonl":
-        (src / "visualwebinstruct_conversation.jsonl").write_text(
-            "\n".join(json.dumps(r) for r in VW_RECORDS) + "\n{broken\n")
-    else:
-        def as_list(v):
-            return [v] if isinstance(v, str) else v
-
-        # a list column named images, conversations as JSON text
-        rows = [{"id": r["id"], "images": as_list(r.get("image", r.get("images"))),
-                 "conversations": json.dumps(r["conversations"]) if isinstance(r.get("conversations"), list)
-                 else r.get("conversations")} for r in VW_RECORDS]
-        pq.write_table(pa.Table.from_pylist(rows), src / "visualwebinstruct_conversation.parquet")
-    if zipped:
-        write_zip(src / "images.zip", [("imgs/", b""), *VW_IMAGES.items()])
-    else:
-        for name, data in VW_IMAGES.items():
-            write(src / name, data)
-    return src
 
 
 def test_visualwebinstruct_from_zip_to_images_folder(tmp_path, cli):
