@@ -206,7 +206,7 @@ class Tokenize:
         for role, value in msgs:
             self._message(seq, ids, headers, role, value)
 
-        n = len(seq.ids)
+        n = seq.n
         if n > cfg.max_length:
             if cfg.truncate == "error":
                 raise SampleError("too_long", f"{n} tokens > max_length {cfg.max_length}")
@@ -214,12 +214,12 @@ class Tokenize:
                 raise SampleError(
                     "too_long", f"{n} tokens > max_length {cfg.max_length}, and cutting would drop image slots"
                 )
-            seq.cut(cfg.max_length)
+        input_ids, labels, gen, enc = seq.arrays(cfg.max_length)
         return {
-            "input_ids": _tensor(seq.ids, np.int64),
-            "labels": _tensor(seq.labels, np.int64),
-            "gen_mask": _tensor(seq.gen, np.bool_),
-            "gen_enc_mask": _tensor(seq.enc, np.bool_),
+            "input_ids": torch.from_numpy(input_ids),
+            "labels": torch.from_numpy(labels),
+            "gen_mask": torch.from_numpy(gen),
+            "gen_enc_mask": torch.from_numpy(enc),
             "n_images": seq.n_images,
             "n_gen": seq.n_gen,
             "n_gen_enc": seq.n_gen_enc,
@@ -237,16 +237,12 @@ class Tokenize:
                 seq.add([IMAGE_TOKEN_INDEX], train=False, span=True)
                 seq.n_images += 1
             elif piece == IMAGE_GEN:
-                start = len(seq.ids)
-                seq.add([ids.gen_begin] + [ids.gen_slot] * cfg.gen_tokens + [ids.gen_end], train=False, span=True)
-                for i in range(start + 1, start + 1 + cfg.gen_tokens):
-                    seq.gen[i] = True
+                seq.add([ids.gen_begin], train=False, span_start=True)
+                seq.add_run(ids.gen_slot, cfg.gen_tokens, _GEN)
+                seq.add([ids.gen_end], train=False, span_end=True)
                 seq.n_gen += 1
             elif piece == IMAGE_GEN_ENC:
-                start = len(seq.ids)
-                seq.add([ids.gen_enc_slot] * cfg.gen_enc_tokens, train=False, span=True)
-                for i in range(start, start + cfg.gen_enc_tokens):
-                    seq.enc[i] = True
+                seq.add_run(ids.gen_enc_slot, cfg.gen_enc_tokens, _ENC, span=True)
                 seq.n_gen_enc += 1
             elif piece == IMAGE_GEN_FAKE:
                 seq.add([ids.gen_fake], train=False)
@@ -255,32 +251,47 @@ class Tokenize:
         seq.add([ids.eot], train=train)
 
 
-def _tensor(values: list, dtype) -> torch.Tensor:
-    return torch.from_numpy(np.array(values, dtype=dtype))  # several times faster than torch.tensor(list)
+_TEXT, _GEN, _ENC = 0, 1, 2  # what a run of the sequence holds
 
 
 class _Seq:
-    """The growing sequence: ids, labels, masks and the [start, end) spans of image runs."""
+    """The growing sequence as runs (ids, trained, kind), joined into arrays once at the end; and
+    the [start, end) spans of image runs."""
 
     def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.labels: list[int] = []
-        self.gen: list[bool] = []
-        self.enc: list[bool] = []
+        self.runs: list[tuple[np.ndarray, bool, int]] = []
+        self.n = 0
         self.spans: list[tuple[int, int]] = []
+        self._open: int | None = None
         self.n_images = self.n_gen = self.n_gen_enc = 0
 
-    def add(self, ids: list[int], *, train: bool, span: bool = False) -> None:
-        start = len(self.ids)
-        self.ids += ids
-        self.labels += ids if train else [IGNORE_INDEX] * len(ids)
-        self.gen += [False] * len(ids)
-        self.enc += [False] * len(ids)
-        if span:
-            self.spans.append((start, len(self.ids)))
+    def add(self, ids: list[int], *, train: bool, span: bool = False, span_start: bool = False,
+            span_end: bool = False) -> None:
+        if span_start:
+            self._open = self.n
+        self._push(np.asarray(ids, dtype=np.int64), train, _TEXT, span)
+        if span_end and self._open is not None:
+            self.spans.append((self._open, self.n))
+            self._open = None
 
-    def cut(self, n: int) -> None:
-        del self.ids[n:], self.labels[n:], self.gen[n:], self.enc[n:]
+    def add_run(self, token: int, count: int, kind: int, span: bool = False) -> None:
+        self._push(np.full(count, token, dtype=np.int64), False, kind, span)
+
+    def _push(self, arr: np.ndarray, train: bool, kind: int, span: bool) -> None:
+        start = self.n
+        self.runs.append((arr, train, kind))
+        self.n += len(arr)
+        if span:
+            self.spans.append((start, self.n))
+
+    def arrays(self, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(input ids, labels, generation-slot mask, edit-source-slot mask), cut at ``limit``."""
+        lengths = [len(r[0]) for r in self.runs]
+        ids = np.concatenate([r[0] for r in self.runs] or [np.zeros(0, np.int64)])[:limit]
+        train = np.repeat(np.array([r[1] for r in self.runs], dtype=bool), lengths)[:limit]
+        kind = np.repeat(np.array([r[2] for r in self.runs], dtype=np.int8), lengths)[:limit]
+        labels = np.where(train, ids, IGNORE_INDEX)
+        return ids, labels, kind == _GEN, kind == _ENC
 
 
 def _messages(conversations: Any) -> list[tuple[str, str]]:
