@@ -27,6 +27,7 @@ def __getattr__(name: str):
         "build_dataset": "lavida_data.stream.loader", "build_dataloader": "lavida_data.stream.loader",
         "LoaderConfig": "lavida_data.stream.dataset", "MixtureDataset": "lavida_data.stream.dataset",
         "ProcessConfig": "lavida_data.stream.process", "global_order": "lavida_data.stream.order",
+        "run_import": "lavida_data.importers",  # (prepare: lavida_data.prepare.prepare, a module of that name)
     }
     if name in lazy:
         import importlib
@@ -39,6 +40,6 @@ __all__ = [
     "MaxEncImages", "Mixture", "NoOptions", "Registry", "Report", "SampleError", "SamplingStrategy", "Stats",
     "__version__", "build_dataloader", "build_dataset", "global_order", "LoaderConfig", "MixtureDataset",
     "ProcessConfig", "convert_row", "converter", "iter_batches", "iter_rows", "iter_samples", "load_mixture",
-    "read_schema", "registry", "sample_id", "sample_np_rng", "sample_rng", "selected_rows", "validate_file",
+    "read_schema", "run_import", "registry", "sample_id", "sample_np_rng", "sample_rng", "selected_rows", "validate_file",
     "validate_text",
 ]

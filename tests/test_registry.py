@@ -59,3 +59,12 @@ def test_builtins_are_the_fifteen_upstream_converters():
         "preprocess_reflection_und", "process_gpt_edit", "process_sharegpt_4o_edit", "process_pica_banana",
         "process_gpt_edit_loc_gnd", "process_metaquery", "process_uniworld",
     }
+
+
+def test_every_public_name_resolves():
+    """``lavida_data.__all__`` is the public API: each name is there (the lazy ones load on use)."""
+    import lavida_data
+
+    missing = [name for name in lavida_data.__all__ if getattr(lavida_data, name, None) is None]
+    assert missing == []
+    assert callable(lavida_data.run_import) and callable(lavida_data.build_dataset)
