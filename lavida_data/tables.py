@@ -71,8 +71,7 @@ def read_schema(path: str) -> list[str]:
         with _open(path, seekable=True) as f:
             return list(pq.ParquetFile(f).schema_arrow.names)
     if fmt == "csv":
-        with _open(path) as f:
-            return list(pacsv.open_csv(f).schema.names)
+        return csv_header(path)
     names: dict[str, None] = {}
     for i, rec in enumerate(_iter_records(path, fmt)):
         names.update(dict.fromkeys(rec))
@@ -120,8 +119,7 @@ def _raw_batches(path, fmt, columns, batch_size, numeric) -> Iterator[pa.RecordB
             yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=cols)
         return
     if fmt == "csv":
-        with _open(path) as f:
-            header = pacsv.open_csv(f).schema.names if cols is None else cols
+        header = csv_header(path) if cols is None else cols
         with _open(path) as f:
             yield from csv_batches(f, header, cols, numeric)
         return
@@ -152,18 +150,39 @@ def records_to_batch(rows: list[dict], columns: Sequence[str] | None) -> pa.Reco
     return pa.RecordBatch.from_arrays(arrays, names=list(columns))
 
 
+def csv_header(path: str, chunk: int = 1 << 16) -> list[str]:
+    """The column names of a csv file, parsed from its first lines in memory (Arrow's streaming
+    reader would start a read-ahead thread on the open file just to learn them)."""
+    head = b""
+    with _open(path) as f:
+        while True:
+            more = f.read(chunk)
+            head += more
+            if not more or b"\n" in more:
+                break
+    if b"\n" in head:
+        head = head[: head.rindex(b"\n") + 1]
+    opts = pacsv.ReadOptions(use_threads=False, block_size=max(len(head), 1) + 1)
+    return list(pacsv.read_csv(io.BytesIO(head), read_options=opts).schema.names)
+
+
 def csv_batches(f: IO[bytes], header: Sequence[str], columns: Sequence[str] | None,
                 numeric: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """The non-empty batches of a csv stream; columns other than ``numeric`` read as strings."""
+    """The non-empty batches of a csv stream; columns other than ``numeric`` read as strings.
+    The reader (and its read-ahead thread) is closed also when the caller stops early: a reader
+    left to the interpreter's shutdown aborts the process."""
     types = {c: pa.string() for c in header if c not in set(numeric)}
     reader = pacsv.open_csv(
         f,
         read_options=pacsv.ReadOptions(block_size=1 << 22),
         convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=types),
     )
-    for batch in reader:
-        if batch.num_rows:
-            yield batch
+    try:
+        for batch in reader:
+            if batch.num_rows:
+                yield batch
+    finally:
+        reader.close()
 
 
 def jsonl_records(text: IO[str], path: str, first_line: int = 1) -> Iterator[dict]:

@@ -110,3 +110,22 @@ def test_filters_on_text_columns():
     kept = Filters(aes_cutoff=6.0, max_enc_column="image", max_enc_value=1).apply(batch, dropped)
     assert kept.num_rows == 0
     assert dict(+dropped) == {"aes_cutoff:null": 1, "max_enc_images": 1}
+
+
+def test_a_csv_left_half_read_does_not_hang_or_abort_the_interpreter_at_exit(tmp_path):
+    """Arrow's streaming csv reader runs a read-ahead thread on the open file: a reader left to
+    the interpreter's shutdown aborted ("terminate called without an active exception") or hung
+    `lavida-data validate` and `preview`. Headers are now parsed in memory and readers closed."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.csv"
+    with open(path, "w") as f:
+        f.write("s3_path,caption\n")
+        f.writelines(f"/x/{i}.jpg,a caption with a few words in it\n" for i in range(200_000))
+    code = ("import sys\nfrom lavida_data.tables import iter_batches, read_schema\n"
+            "assert read_schema(sys.argv[1]) == ['s3_path', 'caption']\n"
+            "it = iter_batches(sys.argv[1], batch_size=1000)\nnext(it)\n")
+    for _ in range(5):
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr[-2000:]
