@@ -12,11 +12,10 @@ err = Console(stderr=True, highlight=False)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .cli import _print_json
-    from .importers import load_all, run_import
-
-    load_all()
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .cli import _print_json
+    from .importers import run_import  # it loads the importer modules
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} records"),
                   TimeElapsedColumn(), console=err, disable=args.json or not sys.stderr.isatty(),
@@ -41,13 +40,26 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
-    from .importers import load_all
+def _help_with_kinds(parser: argparse.ArgumentParser) -> None:
+    """The KINDs go into ``import --help`` only when it is shown: other commands do not load the
+    importer modules at start."""
+    plain = parser.format_help
 
-    kinds = sorted(load_all())
-    p = sub.add_parser("import", help="turn a public dataset's native layout into a converter-ready table",
-                       description="KIND is one of: " + ", ".join(kinds))
-    p.add_argument("kind", metavar="KIND", help="the layout: " + ", ".join(kinds))
+    def format_help() -> str:
+        from .importers import load_all
+
+        kinds = ", ".join(sorted(load_all()))
+        parser.description = "KIND is one of: " + kinds
+        parser._get_positional_actions()[0].help = "the layout: " + kinds
+        return plain()
+
+    parser.format_help = format_help  # type: ignore[method-assign]
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("import", help="turn a public dataset's native layout into a converter-ready table")
+    p.add_argument("kind", metavar="KIND", help="the layout")
+    _help_with_kinds(p)
     p.add_argument("source", metavar="SOURCE", help="the downloaded release (file or folder, local or s3://)")
     p.add_argument("--out", required=True, metavar="TABLE_URI",
                    help="the parquet table (a folder or prefix for kinds that write several tables)")

@@ -66,3 +66,17 @@ def test_preview_refuses_an_invalid_mixture(cli, tmp_path):
     bad.write_text("datasets:\n  - name: a\n    path: x.parquet\n    preprocess_fn: nope\n")
     proc = cli("preview", bad, "--json", check_rc=1)
     assert "unknown preprocess_fn 'nope'" in proc.stderr and proc.stdout == ""
+
+
+def test_import_help_lists_every_kind_without_loading_importers_at_start():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom lavida_data.cli import build_parser\nbuild_parser()\n"
+            "print('lavida_data.importers' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    from lavida_data.cli import build_parser
+    from lavida_data.importers import load_all
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["import"].format_help()
+    assert all(kind in help_text for kind in load_all())
