@@ -260,14 +260,11 @@ def as_dtype(chw: torch.Tensor, dtype: str) -> torch.Tensor:
 # micro-conditions
 
 
-def luminance_stats(pixels: torch.Tensor | np.ndarray) -> tuple[float, float]:
+def luminance_stats(pixels: torch.Tensor) -> tuple[float, float]:
     """Mean and (population) std of 0.299 R + 0.587 G + 0.114 B, on the [0, 1] scale, of
-    ``[3, H, W]`` pixels (float in [0, 1], or uint8) or of a uint8 ``[H, W, 3]`` array (in float64)."""
-    if isinstance(pixels, np.ndarray):
-        luma = pixels.reshape(-1, 3) @ np.asarray(_LUMA)  # one float64 pass over the uint8 pixels
-        return float(luma.mean()) / 255.0, float(luma.std()) / 255.0
+    ``[3, H, W]`` pixels, uint8 or float in [0, 1] (in float64 either way)."""
     if pixels.dtype == torch.uint8:
-        luma = np.asarray(_LUMA) @ pixels.numpy().reshape(3, -1)
+        luma = np.asarray(_LUMA) @ pixels.numpy().reshape(3, -1)  # one float64 pass over the uint8 pixels
         return float(luma.mean()) / 255.0, float(luma.std()) / 255.0
     p = pixels.double()
     luma = _LUMA[0] * p[0] + _LUMA[1] * p[1] + _LUMA[2] * p[2]
@@ -275,7 +272,7 @@ def luminance_stats(pixels: torch.Tensor | np.ndarray) -> tuple[float, float]:
 
 
 def micro_conditions(
-    info: Mapping[str, int], pixels: torch.Tensor | np.ndarray, sample: Mapping[str, Any], rng: np.random.Generator,
+    info: Mapping[str, int], pixels: torch.Tensor, sample: Mapping[str, Any], rng: np.random.Generator,
     cfg: ImageConfig,
 ) -> str:
     """The micro-condition text of a generation target (``pixels``: see :func:`luminance_stats`),
