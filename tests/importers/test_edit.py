@@ -12,19 +12,8 @@ import pytest
 from lavida_data.importers import run_import
 from lavida_data.importers.base import ImportError_
 
-from .helpers import (
-    columns,
-    gpt_edit_release,
-    human,
-    import_json,
-    png,
-    read_table,
-    round_trip,
-    sharegpt_release,
-    upload,
-    write,
-    write_tar,
-)
+from .helpers import columns, human, import_json, png, read_table, round_trip, upload, write, write_tar
+from .layouts import gpt_edit_release, sharegpt_release
 
 # ------------------------------------------------------------------------------- ShareGPT-4o
 

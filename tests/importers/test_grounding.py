@@ -12,17 +12,8 @@ import pytest
 
 from lavida_data.importers import run_import
 
-from .helpers import (
-    _grandf_source,
-    _lmms_file,
-    _refer_source,
-    image_bytes,
-    import_json,
-    lavida,
-    read_table,
-    round_trip,
-    table_meta,
-)
+from .helpers import image_bytes, import_json, lavida, read_table, round_trip, table_meta
+from .layouts import _grandf_source, _lmms_file, _refer_source
 
 GRANDF = "preproces_grandf"
 REFCOCO = "preproces_refcoco_rec"

@@ -12,18 +12,8 @@ import pytest
 from lavida_data.importers import run_import
 from lavida_data.importers.base import ImportError_
 
-from .helpers import (
-    RELAION_DOWNLOADS,
-    coyo_metadata,
-    columns,
-    human,
-    img2dataset_folder,
-    import_json,
-    read_table,
-    relaion_metadata,
-    round_trip,
-    upload,
-)
+from .helpers import columns, human, import_json, read_table, round_trip, upload
+from .layouts import RELAION_DOWNLOADS, coyo_metadata, img2dataset_folder, relaion_metadata
 
 T2I = "preproces_text_to_image_generation_s3"
 

@@ -19,7 +19,8 @@ from lavida_data.importers import load_all
 from lavida_data.importers.run import writes_folder
 from lavida_data.sample import IMAGE_ROLES, image_paths
 
-from .helpers import (
+from .helpers import image_bytes, import_json, lavida, read_table, upload
+from .layouts import (
     RELAION_DOWNLOADS,
     _grandf_source,
     _lmms_file,
@@ -30,15 +31,10 @@ from .helpers import (
     coyo_metadata,
     echo_release,
     gpt_edit_release,
-    image_bytes,
     img2dataset_folder,
-    import_json,
-    lavida,
-    read_table,
     reflect_dit_release,
     relaion_metadata,
     sharegpt_release,
-    upload,
 )
 
 

@@ -13,17 +13,8 @@ from lavida_data.converters.common import REFLECTION_HUMAN
 from lavida_data.importers import run_import
 from lavida_data.importers.base import ImportError_
 
-from .helpers import (
-    blip3o_release,
-    echo_release,
-    human,
-    image_bytes,
-    import_json,
-    read_table,
-    reflect_dit_release,
-    round_trip,
-    write,
-)
+from .helpers import human, image_bytes, import_json, read_table, round_trip, write
+from .layouts import blip3o_release, echo_release, reflect_dit_release
 
 
 # ------------------------------------------------------------------------------------ BLIP3o

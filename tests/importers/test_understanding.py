@@ -15,19 +15,8 @@ from lavida_data.importers import run_import
 from lavida_data.importers.base import ImportContext
 from lavida_data.importers.understanding import import_mammoth
 
-from .helpers import (
-    LONG,
-    MAMMOTH_RECORDS,
-    VW_RECORDS,
-    _mammoth_source,
-    _vw_source,
-    import_json,
-    lavida,
-    read_table,
-    round_trip,
-    save_image,
-    turns,
-)
+from .helpers import import_json, lavida, read_table, round_trip, save_image
+from .layouts import LONG, MAMMOTH_RECORDS, VW_RECORDS, _mammoth_source, _vw_source, turns
 
 MAMMOTH = "preproces_und_mammoth_si_10M"
 VW = "preproces_vw_instruct"
