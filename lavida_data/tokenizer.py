@@ -5,20 +5,23 @@ module never hard-codes its ids: :class:`TokenIds` resolves every special token 
 from whatever tokenizer is given, so the same code runs on the real tokenizer and on the tiny one
 that :func:`build_tiny_tokenizer` writes for tests and dry runs (no model hub needed).
 
-Sentinels (our choice; LLaDA only reserves ``<|reserved_token_0|>`` .. ``<|reserved_token_9|>``):
+Tokens with a role in LaViDa-O (upstream's names; LLaDA ids in brackets):
 
 ==============================  ==========================  ===================================
 token                           :class:`TokenIds` field     meaning
 ==============================  ==========================  ===================================
-``<|reserved_token_3|>``        ``gen_begin``               opens a generated image's slots
-``<|reserved_token_4|>``        ``gen_end``                 closes them
-``<|reserved_token_5|>``        ``gen_slot``                one slot per generated VQ token
+``<|mdm_mask|>``                ``mask``                    the text mask token (126336)
+``<|reserved_token_5|>``        ``gen_slot``                what the model puts at a ``-300``
+                                                            generation slot (126089)
 ``<|reserved_token_6|>``        ``gen_enc_slot``            one slot per edit-source VQ token
+                                                            (126090)
 ``<|reserved_token_7|>``        ``gen_fake``                ``<image_gen_fake>`` (plan only)
+                                                            (126091)
 ==============================  ==========================  ===================================
 
-Slot, edit-source and fake ids follow upstream LaViDa-O (126089, 126090, 126091 in LLaDA); the
-begin / end sentinels are the two reserved tokens just before them.
+A generated image is no vocabulary token: :mod:`lavida_data.transforms.tokenize` writes
+upstream's text ``<|reserved_token_126095|>`` (not a token: plain text), one placeholder id
+:data:`GEN_TOKEN_INDEX` (``-300``) per slot, and ``<|reserved_token_126096|>``.
 
 ``transformers`` and ``tokenizers`` are training dependencies (``pip install 'lavida-data[train]'``);
 they are imported only when a function here needs them.
@@ -39,14 +42,35 @@ END_HEADER = "<|end_header_id|>"
 EOT = "<|eot_id|>"
 MASK = "<|mdm_mask|>"
 
-#: LLaDA's special tokens, by name (BOS, EOS = pad, chat headers, end of turn, mask, reserved 0..9).
+#: Number of LLaDA's reserved tokens ``<|reserved_token_0|>`` .. ``<|reserved_token_255|>``.
+N_RESERVED = 256
+
+
+def reserved_token(k: int) -> str:
+    """``<|reserved_token_k|>``."""
+    return f"<|reserved_token_{k}|>"
+
+
+#: LLaDA's special tokens in LLaDA's id order: BOS (126080), EOS = pad (126081), the reserved
+#: tokens from 126084 (``<|reserved_token_1|>`` = 126085, ``_6`` = 126090 in upstream's code),
+#: the mask (126336, the id ``<|reserved_token_252|>`` would have if they were contiguous: here
+#: the last four reserved tokens are assumed to follow the mask), the chat headers (126346,
+#: 126347) and end of turn (126348).
 LLADA_SPECIALS: tuple[str, ...] = (
-    BOS, EOS, START_HEADER, END_HEADER, EOT, MASK, *(f"<|reserved_token_{k}|>" for k in range(10)),
+    BOS, EOS,
+    *(reserved_token(k) for k in range(252)),
+    MASK,
+    *(reserved_token(k) for k in range(252, N_RESERVED)),
+    START_HEADER, END_HEADER, EOT,
 )
 
 #: Placeholder id of an understanding image (LLaVA's ``IMAGE_TOKEN_INDEX``); the model swaps in
 #: the SigLIP features. Never a real vocabulary id.
 IMAGE_TOKEN_INDEX = -200
+#: Placeholder id of one generated-image slot (upstream's ``IMAGE_TOKEN_INDEX_GEN``); upstream's
+#: model replaces it by ``<|reserved_token_5|>`` (:attr:`TokenIds.gen_slot`) and the image
+#: tokens. Never a real vocabulary id.
+GEN_TOKEN_INDEX = -300
 
 N_LOC = 1025  # <LOC_0> .. <LOC_1024>: a 0..1024 grid
 
@@ -69,9 +93,9 @@ class TokenizerError(LavidaDataError, ValueError):
 class TokenIds:
     """Ids of the special tokens in one tokenizer, looked up by token string.
 
-    ``pad`` is ``eos`` (LLaDA pads with end-of-text). ``image`` is the placeholder
-    :data:`IMAGE_TOKEN_INDEX` (-200), not a vocabulary id. ``loc_ok`` tells whether every LOC
-    token is one token of this tokenizer.
+    ``pad`` is ``eos`` (LLaDA pads with end-of-text). ``image`` and ``gen`` are the placeholders
+    :data:`IMAGE_TOKEN_INDEX` (-200) and :data:`GEN_TOKEN_INDEX` (-300), not vocabulary ids.
+    ``loc_ok`` tells whether every LOC token is one token of this tokenizer.
     """
 
     bos: int
@@ -84,12 +108,11 @@ class TokenIds:
     gen_slot: int
     gen_enc_slot: int
     gen_fake: int
-    gen_begin: int
-    gen_end: int
     image: int = IMAGE_TOKEN_INDEX
+    gen: int = GEN_TOKEN_INDEX
     loc_ok: bool = False
 
-    #: field -> token string (pad is eos; image and loc_ok are not tokens)
+    #: field -> token string (pad is eos; image, gen and loc_ok are not tokens)
     TOKENS: ClassVar[dict[str, str]] = {
         "bos": BOS,
         "eos": EOS,
@@ -97,11 +120,9 @@ class TokenIds:
         "end_header": END_HEADER,
         "eot": EOT,
         "mask": MASK,
-        "gen_slot": "<|reserved_token_5|>",
-        "gen_enc_slot": "<|reserved_token_6|>",
-        "gen_fake": "<|reserved_token_7|>",
-        "gen_begin": "<|reserved_token_3|>",
-        "gen_end": "<|reserved_token_4|>",
+        "gen_slot": reserved_token(5),
+        "gen_enc_slot": reserved_token(6),
+        "gen_fake": reserved_token(7),
     }
 
     @classmethod
@@ -160,16 +181,20 @@ TINY_CORPUS: tuple[str, ...] = (
     "0 1 2 3 4 5 6 7 8 9 10 100 256 512 1000 1024",
     "Describe the image in detail. The image shows a small house with a garden and flowers.",
     "Answer the question with a single word. Yes. No. Left. Right. Top. Bottom.",
+    # LLaDA splits the bare role name into "ass" + "istant": the assistant header is then six
+    # tokens here too (upstream ignores the first six tokens of an assistant message)
+    "ass\nistant\nass\nistant",
 )
 
-_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] "
-    "+ '<|eot_id|>' %}"
+#: LLaDA-8B-Instruct's chat template (its tokenizer_config.json): the content is trimmed, the
+#: first message gets the BOS, and the assistant header is always appended.
+LLADA_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}"
     "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
-    "{{ content }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+    "{{ content }}{% endfor %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
 )
 
 
@@ -185,7 +210,8 @@ def build_tiny_tokenizer(
     A byte-level BPE trained on :data:`TINY_CORPUS` (or ``corpus``), so every string tokenizes
     (unknown characters fall back to bytes); :data:`LLADA_SPECIALS` are added as special tokens
     and, with ``loc``, :func:`loc_tokens` as added (single) tokens, in that id order after the
-    BPE vocabulary. Like LLaDA's tokenizer it adds no BOS by itself. Loads offline with
+    BPE vocabulary. Like LLaDA's tokenizer it adds no BOS by itself (``add_bos_token`` false)
+    and has LLaDA's chat template (:data:`LLADA_CHAT_TEMPLATE`). Loads offline with
     ``transformers.AutoTokenizer.from_pretrained(out_dir)``; the files are identical every run.
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -219,8 +245,10 @@ def build_tiny_tokenizer(
         mask_token=MASK,
         additional_special_tokens=[s for s in LLADA_SPECIALS if s not in (BOS, EOS, MASK)],
         model_max_length=1 << 20,
-        chat_template=_CHAT_TEMPLATE,
+        chat_template=LLADA_CHAT_TEMPLATE,
         clean_up_tokenization_spaces=False,
+        add_bos_token=False,
+        add_eos_token=False,
     )
     os.makedirs(out_dir, exist_ok=True)
     fast.save_pretrained(out_dir)  # BPE training and serialisation are deterministic

@@ -132,7 +132,7 @@ class SampleProcessor:
     def tokenize(self, sample: dict, rng) -> dict:
         if self._tokenize is None:
             return sample
-        return {**sample, **self._tokenize(sample["conversations"], rng)}
+        return {**sample, **self._tokenize(sample, rng)}
 
     # -- the whole path ---------------------------------------------------------------------
     def __call__(self, dataset: str, raw: Mapping[str, Any], epoch: int, position: int) -> dict:

@@ -1,9 +1,12 @@
 """Collation: tokenised samples -> one right-padded batch; bad samples are dropped and reported.
 
-As in LLaDA's SFT, padding is end-of-text and, by default, a *target*: the model learns to emit
-end-of-text after the answer (``pad_label="eos"``; ``"ignore"`` gives -100 instead). Attention
-covers every position, padding included (``attention_mask`` is all ones); ``lengths`` keeps the
-true lengths.
+As upstream LaViDa-O's ``DataCollatorForSupervisedDataset``: input ids are padded with the pad id
+(LLaDA's end-of-text) and labels with -100 (``pad_label="ignore"``, the default; ``"eos"`` makes
+padding a target, as LLaDA's own SFT does); ``extra_pad`` > 0 adds that many more pad columns
+(upstream draws it per batch in [-128, 128) and pads the longest sequence further when positive;
+our loader draws it from the batch's seeded generator). Attention covers every position, padding
+included (``attention_mask`` is all ones: upstream's model attends to end-of-text padding, its
+"no sequence attention mask"); ``lengths`` keeps the true lengths.
 
 Batch keys:
 
@@ -12,8 +15,8 @@ Batch keys:
 * ``n_images``, ``n_gen``, ``n_gen_enc`` (LongTensor [B]) when the items have them;
 * ``ids``: the kept samples' ids, in order; ``skipped``: ``{"id", "dataset", "reason"}`` of each
   dropped item (one whose ``bad`` is truthy);
-* ``gen_pixels``: stacked [B, ...] when every item has one of one shape, else a list with None
-  where missing; ``und_pixels``, ``gen_enc_pixels``: a list per sample (``[]`` when missing);
+* ``gen_pixels``, ``und_pixels``, ``gen_enc_pixels``, ``und_sizes``, ``gen_weight``: a list per
+  sample (``[]`` when missing; a sample's single tensor becomes a one-item list);
 * any other per-sample key: a list, None where an item lacks it.
 
 A batch whose items are all bad is ``{"ids": [], "skipped": [...], "input_ids": <[0, 0]>}``.
@@ -29,15 +32,17 @@ from .tokenize import IGNORE_INDEX
 
 _SEQ = ("input_ids", "labels", "gen_mask", "gen_enc_mask")
 _COUNTS = ("n_images", "n_gen", "n_gen_enc")
-_LISTS = ("und_pixels", "gen_enc_pixels")
-_HANDLED = frozenset((*_SEQ, *_COUNTS, *_LISTS, "gen_pixels", "id", "bad"))
+_LISTS = ("gen_pixels", "und_pixels", "gen_enc_pixels", "und_sizes", "gen_weight")
+_HANDLED = frozenset((*_SEQ, *_COUNTS, *_LISTS, "id", "bad"))
 
 
 def collate(
-    items: Sequence[Mapping[str, Any]], pad_id: int, *, pad_label: Literal["eos", "ignore"] = "eos"
+    items: Sequence[Mapping[str, Any]], pad_id: int, *, pad_label: Literal["eos", "ignore"] = "ignore",
+    extra_pad: int = 0,
 ) -> dict[str, Any]:
     """Right-pad ``items`` (outputs of :class:`~lavida_data.transforms.tokenize.Tokenize` plus
-    pixels and ids) with ``pad_id``; see the module doc for the keys."""
+    pixels and ids) with ``pad_id``, ``max(extra_pad, 0)`` columns beyond the longest; see the
+    module doc for the keys."""
     if pad_label not in ("eos", "ignore"):
         raise ValueError(f"pad_label must be 'eos' or 'ignore', not {pad_label!r}")
     skipped = [
@@ -54,7 +59,7 @@ def collate(
             if k in it and len(it[k]) != n:
                 raise ValueError(f"sample {it.get('id')!r}: {k} has length {len(it[k])}, input_ids {n}")
         lengths.append(n)
-    b, width = len(kept), max(lengths)
+    b, width = len(kept), max(lengths) + max(int(extra_pad), 0)
     input_ids = torch.full((b, width), pad_id, dtype=torch.long)
     labels = torch.full((b, width), pad_id if pad_label == "eos" else IGNORE_INDEX, dtype=torch.long)
     gen_mask = torch.zeros((b, width), dtype=torch.bool)
@@ -80,18 +85,24 @@ def collate(
     for k in _COUNTS:
         if all(k in it for it in kept):
             batch[k] = torch.tensor([int(it[k]) for it in kept], dtype=torch.long)
-    if any(it.get("gen_pixels") is not None for it in kept):
-        batch["gen_pixels"] = _stack_or_list([it.get("gen_pixels") for it in kept])
     for k in _LISTS:
         if any(k in it for it in kept):
-            batch[k] = [list(it[k]) if it.get(k) is not None else [] for it in kept]
+            batch[k] = [_as_list(it.get(k)) for it in kept]
     extra = sorted({k for it in kept for k in it} - _HANDLED - set(batch))
     for k in extra:
         batch[k] = [it.get(k) for it in kept]
     return batch
 
 
-def _stack_or_list(values: list[Any]) -> Any:
-    if all(isinstance(v, torch.Tensor) for v in values) and len({tuple(v.shape) for v in values}) == 1:
-        return torch.stack(values)
-    return values
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, torch.Tensor):
+        return [value]
+    return list(value)
+
+
+def extra_pad(rng: Any) -> int:
+    """Upstream's per-batch extra padding, ``randint(-128, 128)`` (only positive values pad),
+    drawn from ``rng`` (a numpy Generator seeded by the batch's place in training)."""
+    return int(rng.integers(-128, 128))

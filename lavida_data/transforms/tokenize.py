@@ -1,49 +1,61 @@
-"""Load-time tokenisation: a LLaVA-style conversation -> ids, labels and image-slot masks.
+"""Load-time tokenisation: a converted sample -> ids, labels and image-slot masks, as upstream.
 
-Sequence (LLaDA chat format)::
+The ids and labels equal upstream LaViDa-O's (``preprocess_multimodal`` then
+``preprocess_llada``) for the same sample, tokenizer and random draws. Two steps:
 
-    BOS
-    <|start_header_id|>system<|end_header_id|>\\n\\n{system prompt}<|eot_id|>
-    <|start_header_id|>user<|end_header_id|>\\n\\n{human turn}<|eot_id|>
-    <|start_header_id|>assistant<|end_header_id|>\\n\\n{gpt turn}<|eot_id|>
-    ...
+1. **Markers** (upstream's ``preprocess_multimodal``; only when the sample has an ``"image"`` or
+   ``"image_gen"`` key, whatever its value), turn by turn, on the text:
 
-Labels (-100 = ignored): BOS, the system and user messages and every role header are ignored;
-an assistant's content and its ``<|eot_id|>`` are targets, except image positions.
+   * a turn with exactly one ``<image>`` that does not start with it: the marker moves to the
+     front, ``"<image>\\n" + rest.strip()``;
+   * ``<image_gen>`` -> ``<|reserved_token_126095|>`` + ``<image_gen_xtd>`` x ``gen_tokens`` +
+     ``<|reserved_token_126096|>`` (the two brackets are plain text, not tokens);
+   * ``<image_gen_fake>`` -> ``<|reserved_token_7|>``;
+   * ``<image_gen_enc>`` -> ``<|reserved_token_6|>`` x ``gen_enc_tokens``;
+   * each ``[[micro_conds_texts]]``, in order, -> the next of the sample's ``micro_conds_texts``,
+     or ``""`` with probability 0.3 (one draw from the sample's generator per occurrence). A
+     sample without micro-condition texts keeps the placeholder as text, as upstream does.
 
-Markers in the text:
+   Without those keys the text stays as it is (``<image_gen_fake>`` and the placeholder are
+   then plain text).
 
-* ``<image>`` -> one id ``-200`` each (the model puts the SigLIP features there); all of a
-  turn's ``<image>`` markers move to its front, followed by ``"\\n"`` and the rest of the turn,
-  stripped (LLaVA's ``preprocess_multimodal``);
-* ``<image_gen>`` -> ``gen_begin``, ``gen_tokens`` x ``gen_slot``, ``gen_end``; ``gen_mask`` is
-  True at the slots only (not at the sentinels);
-* ``<image_gen_enc>`` -> ``gen_enc_tokens`` x ``gen_enc_slot``, marked in ``gen_enc_mask``;
-* ``<image_gen_fake>`` -> one ``gen_fake`` (plan-only samples; no image behind it).
+2. **Chat** (upstream's ``preprocess_llada``):
 
-All of these positions, sentinels included, are ignored in the labels: the images carry their
-own loss. Text between markers is tokenised with ``add_special_tokens=False``. With
-``loc_tokens`` LOC markup (``<LOC_BEGIN><LOC_12>...``) comes out as single ids (the tokenizer
-must have them: :attr:`TokenIds.loc_ok`); without, it is tokenised as plain text even when the
-tokenizer knows the LOC tokens.
+   * the system message (``system_prompt``), rendered by the tokenizer's chat template with the
+     trailing assistant header cut, with its BOS;
+   * a leading turn that is not from ``human`` is dropped; the next turn must be from ``gpt``;
+   * ``turns="one"`` (upstream's default): one ``human`` turn is drawn with the sample's
+     generator and it and the turn after it are kept; ``turns="all"`` (upstream's
+     ``SELECT_ALL_INDEX``) keeps them all;
+   * when the sample has an ``"image"`` key, ``"<image>\\n"`` goes in front of the first kept
+     turn if that lacks ``<image>``;
+   * each turn on its own through the chat template (content trimmed; BOS and trailing
+     assistant header cut) and tokenised as ONE string, header included; ``human`` is
+     ``user``, ``gpt`` ``assistant``, other names pass through;
+   * labels: user and system messages ignored; an assistant message ignores its first six
+     tokens (upstream's hard-coded header length) and trains on the rest, ``<|eot_id|>``
+     included;
+   * ``<image>`` (a special token only when the sample has an ``"image"`` key) -> ``-200``;
+     each ``<image_gen_xtd>`` -> ``-300`` with label ``-100``; ``<|reserved_token_6|>`` keeps its
+     id with label ``-100``. As upstream, ``<image>`` and ``<image_gen_xtd>`` are added as
+     special tokens to a private copy of the tokenizer (once per process here).
 
-A leading ``system`` turn replaces ``system_prompt``; an empty system prompt drops the system
-message. ``turns="one"`` keeps one human/gpt pair drawn with the sample's generator (upstream's
-default); understanding and edit-source markers of the dropped turns move into the kept human
-turn (earlier ones to its front, later ones to its end), so the sample's images still all have
-a place. When the conversation has ``<image_gen>`` markers, the pair holding them is the one kept
-(markers spread over several pairs: ``SampleError("bad_conversations")``); a single pair draws
-nothing from the generator.
+Outputs: ``input_ids``, ``labels`` (long), ``gen_mask`` (True at the ``-300`` slots),
+``gen_enc_mask`` (True at ``<|reserved_token_6|>``), ``n_images`` (``-200`` count), ``n_gen``,
+``n_gen_enc`` (expanded ``<image_gen>`` / ``<image_gen_enc>`` markers in the kept turns).
 
-With ``loc_tokens`` off and a tokenizer that knows the LOC tokens, text segments bypass the
-added-token matcher altogether (normaliser, pre-tokeniser, model), so special-token strings
-inside the text stay plain text too.
+Where upstream raises (no ``gpt`` turn after the first ``human`` one, an unknown first speaker,
+more placeholders than micro-condition texts, ...) the sample is skipped:
+:class:`~lavida_data.errors.SampleError`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import re
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
@@ -51,7 +63,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import SampleError
-from ..tokenizer import END_HEADER, IMAGE_TOKEN_INDEX, START_HEADER, TokenIds, TokenizerError, loc_tokens
+from ..tokenizer import (
+    BOS,
+    GEN_TOKEN_INDEX,
+    IMAGE_TOKEN_INDEX,
+    TokenIds,
+    TokenizerError,
+    loc_tokens,
+    reserved_token,
+)
 
 IGNORE_INDEX = -100
 DEFAULT_SYSTEM_PROMPT = (
@@ -63,11 +83,25 @@ IMAGE = "<image>"
 IMAGE_GEN = "<image_gen>"
 IMAGE_GEN_ENC = "<image_gen_enc>"
 IMAGE_GEN_FAKE = "<image_gen_fake>"
-_MARKER_RE = re.compile("(" + "|".join(re.escape(m) for m in (IMAGE, IMAGE_GEN, IMAGE_GEN_ENC, IMAGE_GEN_FAKE)) + ")")
-_CARRIED_RE = re.compile(f"{re.escape(IMAGE)}|{re.escape(IMAGE_GEN_ENC)}")
+#: one generated-image slot in the text; a special token of the private tokenizer copy
+IMAGE_GEN_XTD = "<image_gen_xtd>"
+#: upstream's brackets of a generated image: plain text (LLaDA has no such tokens)
+GEN_OPEN = "<|reserved_token_126095|>"
+GEN_CLOSE = "<|reserved_token_126096|>"
+GEN_FAKE_TEXT = reserved_token(7)
+GEN_ENC_TEXT = reserved_token(6)
+MICRO_CONDS = "[[micro_conds_texts]]"
+MICRO_CONDS_DROP = 0.3
+NOISE_TEXT = "QA_GT_caption_based_noisy"  # removed by upstream's preprocess_multimodal
+ASSISTANT_HEADER = "<|start_header_id|>assistant<|end_header_id|>\n\n"
+#: upstream ignores this many tokens at the start of an assistant message (LLaDA's header)
+ASSISTANT_HEADER_TOKENS = 6
 
-#: conversation ``from`` -> chat role
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+#: conversation ``from`` -> chat role (other names pass through, as upstream)
+ROLES = {"human": "user", "gpt": "assistant"}
+_IGNORED_ROLES = ("user", "system", "human")
+#: runs of slot tokens in the text: encoded once each, then repeated (same ids, far faster)
+_RUNS_RE = re.compile(f"(?:{re.escape(IMAGE_GEN_XTD)})+|(?:{re.escape(GEN_ENC_TEXT)})+")
 
 
 class TokenizeConfig(BaseModel):
@@ -77,16 +111,26 @@ class TokenizeConfig(BaseModel):
 
     tokenizer: str = Field(description="path (or hub name) of a LLaDA-style Hugging Face tokenizer")
     max_length: int = Field(4096, gt=0, description="longest sequence, in tokens")
-    gen_tokens: int = Field(256, gt=0, description="slots per <image_gen>: 256 at 256 px, 1024 at 1024 px")
-    gen_enc_tokens: int = Field(1024, gt=0, description="slots per <image_gen_enc> (edit source)")
-    turns: Literal["all", "one"] = Field(
-        "all", description="'one': keep one random human/gpt pair (upstream's default); 'all' (1024 stages)"
+    gen_tokens: int = Field(256, gt=0, description="slots per <image_gen>: 256 at 256 px, 1024 at 1024 px "
+                                                   "(upstream's num_gen_image_tokens)")
+    gen_enc_tokens: int | None = Field(
+        None, gt=0, description="slots per <image_gen_enc>; None: gen_tokens (upstream's num_gen_image_tokens // "
+                                "num_gen_image_tokens_enc_ds, the latter 1 in every released stage)"
     )
-    loc_tokens: bool = Field(True, description="LOC markup as single tokens; False leaves it plain text")
-    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="system message; empty drops it")
+    turns: Literal["one", "all"] = Field(
+        "one", description="'one': one random human/gpt pair (upstream's default); 'all': every turn "
+                           "(upstream's SELECT_ALL_INDEX=1, the 1024 px stages)"
+    )
+    loc_tokens: bool = Field(True, description="LOC markup as single tokens (the tokenizer must have them); "
+                                               "False leaves it plain text")
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="the system message")
     truncate: Literal["error", "right"] = Field(
         "error", description="over max_length: 'error' skips the sample; 'right' cuts text after the last image"
     )
+
+    @property
+    def enc_tokens(self) -> int:
+        return self.gen_enc_tokens if self.gen_enc_tokens is not None else self.gen_tokens
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,11 +142,159 @@ def load_tokenizer(path: str) -> tuple[Any, TokenIds]:
     return tok, TokenIds.from_tokenizer(tok)
 
 
+# --------------------------------------------------------------------------------------------
+# Step 1: markers (upstream's preprocess_multimodal)
+
+
+@dataclass
+class Turn:
+    """One conversation turn after marker expansion; ``n_gen`` / ``n_enc`` count its expanded
+    ``<image_gen>`` / ``<image_gen_enc>`` markers."""
+
+    speaker: str
+    text: str
+    n_gen: int = 0
+    n_enc: int = 0
+
+
+def _turns(conversations: Any) -> list[Turn]:
+    if not isinstance(conversations, (list, tuple)) or not conversations:
+        raise SampleError("bad_conversations", "conversations must be a non-empty list")
+    out = []
+    for turn in conversations:
+        if not (isinstance(turn, Mapping) and isinstance(turn.get("value"), str) and isinstance(turn.get("from"), str)):
+            raise SampleError("bad_conversations", "each turn must be {'from': str, 'value': str}")
+        out.append(Turn(turn["from"], turn["value"]))
+    return out
+
+
+def expand_markers(
+    turns: list[Turn], *, gen_tokens: int, enc_tokens: int, micro_conds_texts: Sequence[str] | None,
+    rng: np.random.Generator | None,
+) -> list[Turn]:
+    """Upstream's ``preprocess_multimodal`` on each turn (see the module docstring); draws one
+    ``rng.random()`` per filled micro-condition placeholder, in text order."""
+    gen = GEN_OPEN + IMAGE_GEN_XTD * gen_tokens + GEN_CLOSE
+    enc = GEN_ENC_TEXT * enc_tokens
+    k = 0
+    out = []
+    for t in turns:
+        v = t.text
+        if v.count(IMAGE) == 1 and not v.startswith(IMAGE):
+            v = (IMAGE + "\n" + v.replace(IMAGE, "").strip()).strip()
+        v = v.replace(NOISE_TEXT, "")
+        n_gen, n_enc = v.count(IMAGE_GEN), v.count(IMAGE_GEN_ENC)
+        v = v.replace(IMAGE_GEN, gen).replace(IMAGE_GEN_FAKE, GEN_FAKE_TEXT).replace(IMAGE_GEN_ENC, enc)
+        if micro_conds_texts is not None:
+            while MICRO_CONDS in v:
+                if k >= len(micro_conds_texts):
+                    raise SampleError("micro_conds_mismatch", f"more {MICRO_CONDS} placeholders than the "
+                                      f"{len(micro_conds_texts)} micro_conds_texts")
+                if rng is None:
+                    raise TypeError("filling micro-conditions needs the sample's numpy Generator")
+                fill = "" if rng.random() < MICRO_CONDS_DROP else micro_conds_texts[k]
+                v = v.replace(MICRO_CONDS, fill, 1)
+                k += 1
+        out.append(Turn(t.speaker, v, n_gen, n_enc))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Step 2: the turns kept (upstream's preprocess_llada)
+
+
+def select_turns(turns: list[Turn], mode: str, rng: np.random.Generator | None) -> list[Turn]:
+    """Drop a leading non-``human`` turn; check the next is ``gpt``; with ``mode="one"`` keep one
+    drawn ``human`` turn and the turn after it (one ``rng.integers(n_human)``)."""
+    if turns[0].speaker not in ROLES:
+        raise SampleError("bad_conversations", f"first turn from {turns[0].speaker!r} (human or gpt)")
+    if turns[0].speaker != "human":
+        turns = turns[1:]
+    if len(turns) < 2 or turns[1].speaker != "gpt":
+        raise SampleError("bad_conversations", "the turn after the first human turn must be from gpt")
+    if mode == "all":
+        return turns
+    humans = [i for i, t in enumerate(turns) if t.speaker == "human"]
+    if not humans:
+        raise SampleError("bad_conversations", "no human turn")
+    if rng is None:
+        raise TypeError("turns='one' needs the sample's numpy Generator")
+    i = humans[int(rng.integers(len(humans)))]
+    if i + 1 >= len(turns):
+        raise SampleError("bad_conversations", "the drawn human turn is the last turn")
+    return turns[i : i + 2]
+
+
+# --------------------------------------------------------------------------------------------
+# The tokenizer copies
+
+
+@dataclass
+class _Vocab:
+    """A private copy of the backend tokenizer with ``<image>`` (optionally) and
+    ``<image_gen_xtd>`` added as special tokens; the system message's ids."""
+
+    backend: Any
+    image_id: int | None
+    xtd_id: int
+    enc_id: int
+    system_ids: np.ndarray | None = None
+
+    def encode(self, text: str) -> np.ndarray:
+        """``backend.encode(text).ids``. Each run of ``<image_gen_xtd>`` / ``<|reserved_token_6|>``
+        is encoded as one and repeated: special tokens split the text, so the ids are the same
+        (checked: when the runs do not come back one id each, the whole text is encoded)."""
+        runs: list[tuple[int, int]] = []
+
+        def one(m: re.Match) -> str:
+            tok = IMAGE_GEN_XTD if m.group(0).startswith(IMAGE_GEN_XTD) else GEN_ENC_TEXT
+            runs.append((self.xtd_id if tok == IMAGE_GEN_XTD else self.enc_id, len(m.group(0)) // len(tok)))
+            return tok
+
+        short = _RUNS_RE.sub(one, text)
+        ids = np.asarray(self.backend.encode(short).ids, dtype=np.int64)
+        if not runs:
+            return ids
+        at = np.flatnonzero((ids == self.xtd_id) | (ids == self.enc_id))
+        if len(at) != len(runs) or any(ids[i] != r[0] for i, r in zip(at, runs)):
+            return np.asarray(self.backend.encode(text).ids, dtype=np.int64)
+        counts = np.ones(len(ids), dtype=np.int64)
+        counts[at] = [n for _, n in runs]
+        return np.repeat(ids, counts)
+
+
+def _copy_backend(tok: Any, *, image: bool, drop: frozenset[str]) -> tuple[Any, int | None, int]:
+    from tokenizers import AddedToken, Tokenizer
+
+    data = json.loads(tok.backend_tokenizer.to_str())
+    if drop:
+        data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] not in drop]
+    bt = Tokenizer.from_str(json.dumps(data))
+    new = ([IMAGE] if image else []) + [IMAGE_GEN_XTD]
+    bt.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
+    return bt, (bt.token_to_id(IMAGE) if image else None), bt.token_to_id(IMAGE_GEN_XTD)
+
+
+def render_message(tok: Any, role: str, content: str, *, keep_bos: bool = False) -> str:
+    """One message through the tokenizer's chat template, the trailing assistant header cut and,
+    unless ``keep_bos`` (the system message), a leading BOS (upstream's per-message rendering)."""
+    text = tok.apply_chat_template([{"role": role, "content": content}], tokenize=False)
+    if not keep_bos and text.startswith(BOS):
+        text = text[len(BOS):]
+    if text.endswith(ASSISTANT_HEADER):
+        text = text[: -len(ASSISTANT_HEADER)]
+    return text
+
+
 class Tokenize:
-    """``Tokenize(config)(conversations, rng)`` -> ``input_ids``, ``labels``, ``gen_mask``,
+    """``Tokenize(config)(sample, rng)`` -> ``input_ids``, ``labels``, ``gen_mask``,
     ``gen_enc_mask`` (tensors of one length) and ``n_images``, ``n_gen``, ``n_gen_enc``.
 
-    Picklable (for data-loader workers): the tokenizer loads lazily, once per process.
+    ``sample`` is the converted (and image-transformed) sample: its ``conversations``, its
+    ``micro_conds_texts`` (None or absent: none) and the presence of its ``image`` /
+    ``image_gen`` keys. ``rng`` is the sample's numpy generator (micro-condition drops, the
+    drawn turn pair). Picklable (for data-loader workers): the tokenizer loads lazily, once per
+    process.
     """
 
     def __init__(self, config: TokenizeConfig | Mapping[str, Any] | None = None, **kwargs: Any):
@@ -116,28 +308,33 @@ class Tokenize:
         self._state: tuple | None = None
 
     def __getstate__(self) -> dict:
-        return {"config": self.config, "_state": None, "_cache": {}}
+        return {"config": self.config, "_state": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
 
     # ---------------------------------------------------------------- tokenizer
 
-    def _load(self) -> tuple:
+    def _load(self) -> tuple[Any, TokenIds, dict[bool, _Vocab]]:
         if self._state is None:
-            tok, ids = load_tokenizer(self.config.tokenizer)
-            if self.config.loc_tokens and not ids.loc_ok:
+            cfg = self.config
+            tok, ids = load_tokenizer(cfg.tokenizer)
+            if cfg.loc_tokens and not ids.loc_ok:
                 raise TokenizerError(
-                    f"tokenizer {self.config.tokenizer!r} lacks the LOC tokens (<LOC_0>..<LOC_1024>, <box_p>, "
+                    f"tokenizer {cfg.tokenizer!r} lacks the LOC tokens (<LOC_0>..<LOC_1024>, <box_p>, "
                     "</box_p>, <LOC_BEGIN>, <LOC_END>) as single tokens: add them or set loc_tokens: false"
                 )
-            vocab = tok.get_vocab()
-            plain = not self.config.loc_tokens and any(t in vocab for t in loc_tokens())
-            headers = {
-                role: self._encode_with(tok, f"{START_HEADER}{role}{END_HEADER}\n\n")
-                for role in ("system", "user", "assistant")
-            }
-            self._state = (tok, ids, plain, headers)
+            if not getattr(tok, "chat_template", None):
+                raise TokenizerError(f"tokenizer {cfg.tokenizer!r} has no chat template (LLaDA's is needed)")
+            drop = frozenset() if cfg.loc_tokens else frozenset(loc_tokens())
+            system = render_message(tok, "system", cfg.system_prompt, keep_bos=True)
+            vocabs = {}
+            for image in (False, True):
+                bt, image_id, xtd_id = _copy_backend(tok, image=image, drop=drop)
+                vocab = _Vocab(bt, image_id, xtd_id, ids.gen_enc_slot)
+                vocab.system_ids = vocab.encode(system)
+                vocabs[image] = vocab
+            self._state = (tok, ids, vocabs)
         return self._state
 
     @property
@@ -148,185 +345,70 @@ class Tokenize:
     def token_ids(self) -> TokenIds:
         return self._load()[1]
 
-    @staticmethod
-    def _encode_with(tok: Any, text: str) -> list[int]:
-        return list(tok(text, add_special_tokens=False)["input_ids"])
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of a text segment (no markers), LOC markup as this config wants it. Short segments
-        that recur (the system prompt, "Sure ") are cached."""
-        if not text:
-            return []
-        cache = self.__dict__.setdefault("_cache", {})
-        hit = cache.get(text)
-        if hit is not None:
-            return hit
-        ids = self._encode(text)
-        if len(text) <= 256 and len(cache) < 4096:
-            cache[text] = ids
-        return ids
-
-    def _encode(self, text: str) -> list[int]:
-        tok, _, plain, _ = self._load()
-        if not plain:
-            backend = getattr(tok, "backend_tokenizer", None)
-            if backend is not None:  # the fast tokenizer itself: no BatchEncoding on the way
-                return list(backend.encode(text, add_special_tokens=False).ids)
-            return self._encode_with(tok, text)
-        # the tokenizer knows the LOC tokens but they are off: run normaliser, pre-tokeniser and
-        # model directly, so no added token is matched and LOC markup stays plain text
-        bt = tok.backend_tokenizer
-        s = bt.normalizer.normalize_str(text) if bt.normalizer is not None else text
-        pieces = bt.pre_tokenizer.pre_tokenize_str(s) if bt.pre_tokenizer is not None else [(s, None)]
-        return [t.id for piece, _ in pieces for t in bt.model.tokenize(piece)]
-
     # ---------------------------------------------------------------- transform
 
-    def __call__(
-        self, conversations: Sequence[Mapping[str, str]] | Mapping[str, Any], rng: np.random.Generator | None = None
-    ) -> dict:
-        if isinstance(conversations, Mapping):  # a whole sample
-            conversations = conversations.get("conversations")  # type: ignore[assignment]
+    def __call__(self, sample: Mapping[str, Any], rng: np.random.Generator | None = None) -> dict:
+        if not isinstance(sample, Mapping):
+            raise TypeError("Tokenize takes the whole sample (a mapping with 'conversations'), "
+                            f"not {type(sample).__name__}")
         cfg = self.config
-        _, ids, _, headers = self._load()
-        msgs = _messages(conversations)
-        system = cfg.system_prompt
-        if msgs and msgs[0][0] == "system":
-            system = msgs[0][1]
-            msgs = msgs[1:]
-        if cfg.turns == "one":
-            if rng is None:
-                raise TypeError("turns='one' needs the sample's numpy Generator")
-            msgs = _one_pair(msgs, rng)
+        tok, ids, vocabs = self._load()
+        turns = _turns(sample.get("conversations"))
+        if "image" in sample or "image_gen" in sample:
+            turns = expand_markers(turns, gen_tokens=cfg.gen_tokens, enc_tokens=cfg.enc_tokens,
+                                   micro_conds_texts=sample.get("micro_conds_texts"), rng=rng)
+        turns = select_turns(turns, cfg.turns, rng)
+        has_image = "image" in sample
+        if has_image and IMAGE not in turns[0].text:
+            turns[0] = dataclasses.replace(turns[0], text=IMAGE + "\n" + turns[0].text)
+        vocab = vocabs[has_image]
+        x, y = self._render(tok, vocab, turns)
 
-        seq = _Seq()
-        seq.add([ids.bos], train=False)
-        if system:
-            self._message(seq, ids, headers, "system", system)
-        for role, value in msgs:
-            self._message(seq, ids, headers, role, value)
-
-        n = seq.n
-        if n > cfg.max_length:
-            if cfg.truncate == "error":
-                raise SampleError("too_long", f"{n} tokens > max_length {cfg.max_length}")
-            if any(end > cfg.max_length for _, end in seq.spans):
-                raise SampleError(
-                    "too_long", f"{n} tokens > max_length {cfg.max_length}, and cutting would drop image slots"
-                )
-        input_ids, labels, gen, enc = seq.arrays(cfg.max_length)
+        gen = x == vocab.xtd_id
+        enc = x == ids.gen_enc_slot
+        x[gen] = GEN_TOKEN_INDEX
+        y[gen | enc] = IGNORE_INDEX
+        if vocab.image_id is not None:
+            x[x == vocab.image_id] = IMAGE_TOKEN_INDEX
+        x, y, gen, enc = self._fit(x, y, gen, enc)
         return {
-            "input_ids": torch.from_numpy(input_ids),
-            "labels": torch.from_numpy(labels),
+            "input_ids": torch.from_numpy(x),
+            "labels": torch.from_numpy(y),
             "gen_mask": torch.from_numpy(gen),
             "gen_enc_mask": torch.from_numpy(enc),
-            "n_images": seq.n_images,
-            "n_gen": seq.n_gen,
-            "n_gen_enc": seq.n_gen_enc,
+            "n_images": int((x == IMAGE_TOKEN_INDEX).sum()),
+            "n_gen": sum(t.n_gen for t in turns),
+            "n_gen_enc": sum(t.n_enc for t in turns),
         }
 
-    def _message(self, seq: "_Seq", ids: TokenIds, headers: dict, role: str, value: str) -> None:
-        cfg = self.config
-        train = role == "assistant"
-        seq.add(headers[role], train=False)
-        n_img = value.count(IMAGE)
-        if n_img:
-            value = IMAGE * n_img + "\n" + value.replace(IMAGE, "").strip()
-        for piece in _MARKER_RE.split(value):
-            if piece == IMAGE:
-                seq.add([IMAGE_TOKEN_INDEX], train=False, span=True)
-                seq.n_images += 1
-            elif piece == IMAGE_GEN:
-                seq.add([ids.gen_begin], train=False, span_start=True)
-                seq.add_run(ids.gen_slot, cfg.gen_tokens, _GEN)
-                seq.add([ids.gen_end], train=False, span_end=True)
-                seq.n_gen += 1
-            elif piece == IMAGE_GEN_ENC:
-                seq.add_run(ids.gen_enc_slot, cfg.gen_enc_tokens, _ENC, span=True)
-                seq.n_gen_enc += 1
-            elif piece == IMAGE_GEN_FAKE:
-                seq.add([ids.gen_fake], train=False)
-            elif piece:
-                seq.add(self.encode(piece), train=train)
-        seq.add([ids.eot], train=train)
+    @staticmethod
+    def _render(tok: Any, vocab: _Vocab, turns: list[Turn]) -> tuple[np.ndarray, np.ndarray]:
+        """The system message and each turn, rendered and tokenised one by one; their labels."""
+        system = vocab.system_ids
+        pieces, targets = [system], [np.full(len(system), IGNORE_INDEX, dtype=np.int64)]
+        for t in turns:
+            role = ROLES.get(t.speaker, t.speaker)
+            text = render_message(tok, role, t.text)
+            x = vocab.encode(text)
+            y = np.full(len(x), IGNORE_INDEX, dtype=np.int64)
+            if role not in _IGNORED_ROLES:
+                skip = ASSISTANT_HEADER_TOKENS if text.startswith(ASSISTANT_HEADER) else 0
+                if len(x) < skip:
+                    raise SampleError("bad_conversations", f"an assistant message of {len(x)} tokens (< {skip})")
+                y[skip:] = x[skip:]
+            pieces.append(x)
+            targets.append(y)
+        return np.concatenate(pieces), np.concatenate(targets)
 
-
-_TEXT, _GEN, _ENC = 0, 1, 2  # what a run of the sequence holds
-
-
-class _Seq:
-    """The growing sequence as runs (ids, trained, kind), joined into arrays once at the end; and
-    the [start, end) spans of image runs."""
-
-    def __init__(self) -> None:
-        self.runs: list[tuple[np.ndarray, bool, int]] = []
-        self.n = 0
-        self.spans: list[tuple[int, int]] = []
-        self._open: int | None = None
-        self.n_images = self.n_gen = self.n_gen_enc = 0
-
-    def add(self, ids: list[int], *, train: bool, span: bool = False, span_start: bool = False,
-            span_end: bool = False) -> None:
-        if span_start:
-            self._open = self.n
-        self._push(np.asarray(ids, dtype=np.int64), train, _TEXT, span)
-        if span_end and self._open is not None:
-            self.spans.append((self._open, self.n))
-            self._open = None
-
-    def add_run(self, token: int, count: int, kind: int, span: bool = False) -> None:
-        self._push(np.full(count, token, dtype=np.int64), False, kind, span)
-
-    def _push(self, arr: np.ndarray, train: bool, kind: int, span: bool) -> None:
-        start = self.n
-        self.runs.append((arr, train, kind))
-        self.n += len(arr)
-        if span:
-            self.spans.append((start, self.n))
-
-    def arrays(self, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(input ids, labels, generation-slot mask, edit-source-slot mask), cut at ``limit``."""
-        lengths = [len(r[0]) for r in self.runs]
-        ids = np.concatenate([r[0] for r in self.runs] or [np.zeros(0, np.int64)])[:limit]
-        train = np.repeat(np.array([r[1] for r in self.runs], dtype=bool), lengths)[:limit]
-        kind = np.repeat(np.array([r[2] for r in self.runs], dtype=np.int8), lengths)[:limit]
-        labels = np.where(train, ids, IGNORE_INDEX)
-        return ids, labels, kind == _GEN, kind == _ENC
-
-
-def _messages(conversations: Any) -> list[tuple[str, str]]:
-    if not isinstance(conversations, (list, tuple)) or not conversations:
-        raise SampleError("bad_conversations", "conversations must be a non-empty list")
-    out = []
-    for turn in conversations:
-        if not (isinstance(turn, Mapping) and isinstance(turn.get("value"), str)):
-            raise SampleError("bad_conversations", "each turn must be {'from': str, 'value': str}")
-        role = ROLES.get(turn.get("from"))  # type: ignore[arg-type]
-        if role is None:
-            raise SampleError("bad_conversations", f"unknown speaker {turn.get('from')!r} (human, gpt or system)")
-        out.append((role, turn["value"]))
-    return out
-
-
-def _one_pair(msgs: list[tuple[str, str]], rng: np.random.Generator) -> list[tuple[str, str]]:
-    """One user/assistant pair drawn with ``rng``; markers of dropped turns move into its user turn."""
-    pairs = []
-    i = 0
-    while i + 1 < len(msgs):
-        if msgs[i][0] == "user" and msgs[i + 1][0] == "assistant":
-            pairs.append(i)
-            i += 2
-        else:
-            i += 1
-    if not pairs:
-        raise SampleError("bad_conversations", "turns='one' needs a human turn followed by a gpt turn")
-    gen_total = sum(v.count(IMAGE_GEN) for _, v in msgs)
-    if gen_total:  # the pair holding the generation target must stay
-        pairs = [p for p in pairs if msgs[p][1].count(IMAGE_GEN) + msgs[p + 1][1].count(IMAGE_GEN) == gen_total]
-        if not pairs:
-            raise SampleError("bad_conversations", "turns='one': <image_gen> markers span several turn pairs")
-    k = pairs[int(rng.integers(len(pairs)))] if len(pairs) > 1 else pairs[0]
-    before = "".join(m for _, v in msgs[:k] for m in _CARRIED_RE.findall(v))
-    after = "".join(m for _, v in msgs[k + 2:] for m in _CARRIED_RE.findall(v))
-    user = before + msgs[k][1] + (" " + after if after else "")
-    return [("user", user), msgs[k + 1]]
+    def _fit(self, x: np.ndarray, y: np.ndarray, gen: np.ndarray, enc: np.ndarray) -> tuple:
+        """``max_length``: the arrays as they are, cut (``truncate="right"``, no image position
+        beyond the cut) or :class:`SampleError` ``too_long``."""
+        limit = self.config.max_length
+        n = len(x)
+        if n <= limit:
+            return x, y, gen, enc
+        if self.config.truncate == "error":
+            raise SampleError("too_long", f"{n} tokens > max_length {limit}")
+        if (x[limit:] == IMAGE_TOKEN_INDEX).any() or gen[limit:].any() or enc[limit:].any():
+            raise SampleError("too_long", f"{n} tokens > max_length {limit}, and cutting would drop image slots")
+        return x[:limit], y[:limit], gen[:limit], enc[:limit]

@@ -29,7 +29,7 @@ def test_right_pad_labels_attention():
     b = item([4, 5, 6, 8, 9], [-100, -100, 6, 8, 9], id="d:1")
     batch = collate([a, b], PAD)
     assert batch["input_ids"].tolist() == [[1, 2, 3, PAD, PAD], [4, 5, 6, 8, 9]]
-    assert batch["labels"].tolist() == [[-100, 2, 3, PAD, PAD], [-100, -100, 6, 8, 9]]  # padding is a target
+    assert batch["labels"].tolist() == [[-100, 2, 3, -100, -100], [-100, -100, 6, 8, 9]]  # upstream: -100
     assert batch["gen_mask"].tolist() == [[False, True, False, False, False], [False] * 5]
     assert batch["gen_enc_mask"].dtype == torch.bool and not batch["gen_enc_mask"].any()
     assert batch["attention_mask"].shape == (2, 5) and bool((batch["attention_mask"] == 1).all())
@@ -38,11 +38,27 @@ def test_right_pad_labels_attention():
     assert batch["ids"] == ["d:0", "d:1"] and batch["skipped"] == []
     assert batch["n_gen"].tolist() == [1, 0]
 
-    ign = collate([a, b], PAD, pad_label="ignore")
-    assert ign["labels"].tolist()[0] == [-100, 2, 3, -100, -100]
-    assert torch.equal(ign["input_ids"], batch["input_ids"])
+    eos = collate([a, b], PAD, pad_label="eos")  # LLaDA's own SFT: padding is a target
+    assert eos["labels"].tolist()[0] == [-100, 2, 3, PAD, PAD]
+    assert torch.equal(eos["input_ids"], batch["input_ids"])
     with pytest.raises(ValueError):
         collate([a], PAD, pad_label="pad")
+
+
+def test_extra_pad():
+    a, b = item([1, 2, 3], id="d:0"), item([4], id="d:1")
+    wide = collate([a, b], PAD, extra_pad=3)
+    assert wide["input_ids"].tolist() == [[1, 2, 3, PAD, PAD, PAD], [4] + [PAD] * 5]
+    assert (wide["labels"][:, 3:] == -100).all() and wide["lengths"].tolist() == [3, 1]
+    assert torch.equal(collate([a, b], PAD, extra_pad=-50)["input_ids"], collate([a, b], PAD)["input_ids"])
+
+
+def test_extra_pad_draw_in_upstream_range():
+    from lavida_data.transforms.collate import extra_pad
+
+    draws = [extra_pad(np.random.default_rng(s)) for s in range(2000)]
+    assert min(draws) == -128 and max(draws) == 127  # randint(-128, 128): 128 excluded
+    assert draws == [extra_pad(np.random.default_rng(s)) for s in range(2000)]
 
 
 def test_bad_items_dropped_and_reported():
@@ -67,18 +83,17 @@ def test_pixels_and_passthrough():
     a = item([1], id="a", gen_pixels=g[0], und_pixels=[und[0][0], und[0][1]], dataset="da", extra=1)
     b = item([2], id="b", gen_pixels=g[1], und_pixels=[und[1]], dataset="db")
     batch = collate([a, b], PAD)
-    assert torch.equal(batch["gen_pixels"], torch.stack(g))
+    assert [len(p) for p in batch["gen_pixels"]] == [1, 1] and torch.equal(batch["gen_pixels"][1][0], g[1])
     assert [len(u) for u in batch["und_pixels"]] == [2, 1] and torch.equal(batch["und_pixels"][1][0], und[1])
     assert batch["dataset"] == ["da", "db"] and batch["extra"] == [1, None]
 
     c = item([3], id="c", gen_enc_pixels=[torch.rand(3, 8, 8)])
     batch = collate([a, c], PAD)
-    assert isinstance(batch["gen_pixels"], list) and batch["gen_pixels"][1] is None
-    assert torch.equal(batch["gen_pixels"][0], g[0])
+    assert batch["gen_pixels"][1] == [] and torch.equal(batch["gen_pixels"][0][0], g[0])
     assert batch["und_pixels"][1] == [] and batch["gen_enc_pixels"][0] == [] and len(batch["gen_enc_pixels"][1]) == 1
 
-    d = item([4], id="d", gen_pixels=torch.rand(3, 16, 16))  # mixed sizes: a list
-    assert isinstance(collate([a, d], PAD)["gen_pixels"], list)
+    d = item([4], id="d", gen_pixels=[torch.rand(3, 16, 16), torch.rand(3, 16, 16)])  # a list per sample
+    assert [len(p) for p in collate([a, d], PAD)["gen_pixels"]] == [1, 2]
 
 
 def test_length_mismatch_raises():
@@ -96,9 +111,11 @@ def test_with_tokenize(tmp_path):
     t = Tokenize(tokenizer=build_tiny_tokenizer(tmp_path / "tok"), gen_tokens=16)
     rng = np.random.default_rng(0)
     items = [
-        {**t([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}], rng), "id": "t:0"},
-        {**t([{"from": "human", "value": "Draw a cat"}, {"from": "gpt", "value": "Sure <image_gen>"}], rng),
-         "id": "t:1", "gen_pixels": torch.rand(3, 8, 8)},
+        {**t({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}, rng),
+         "id": "t:0"},
+        {**t({"conversations": [{"from": "human", "value": "Draw a cat"}, {"from": "gpt", "value": "Sure <image_gen>"}],
+              "image_gen": "cat.png", "micro_conds_texts": ["TOP : 0"]}, rng),
+         "id": "t:1", "gen_pixels": [torch.rand(3, 8, 8)]},
     ]
     pad = t.token_ids.pad
     batch = collate(items, pad)
@@ -107,6 +124,7 @@ def test_with_tokenize(tmp_path):
     assert batch["input_ids"].shape == (2, width)
     short = 0 if n0 < n1 else 1
     n = min(n0, n1)
-    assert (batch["input_ids"][short, n:] == pad).all() and (batch["labels"][short, n:] == pad).all()
+    assert (batch["input_ids"][short, n:] == pad).all() and (batch["labels"][short, n:] == -100).all()
     assert batch["gen_mask"].sum().item() == 16 and batch["n_gen"].tolist() == [0, 1]
-    assert isinstance(batch["gen_pixels"], list) and batch["gen_pixels"][0] is None
+    assert (batch["input_ids"][batch["gen_mask"]] == -300).all()
+    assert batch["gen_pixels"][0] == [] and len(batch["gen_pixels"][1]) == 1
