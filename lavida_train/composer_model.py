@@ -14,8 +14,9 @@ class LavidaComposerModel(ComposerModel):
     """``forward`` masks the batch and runs the model; ``loss`` is text + image loss.
 
     ``train`` carries the stage's objective settings (time policy, text loss switch, prompt and
-    edit-source drop, edit reweighting, plan samples). The last micro-batch's losses, mask ratio
-    and sample ids are kept in ``last`` for logging.
+    edit-source drop, edit reweighting, plan samples). The last micro-batch's losses, mask ratio,
+    sample ids and length group are kept in ``last`` for logging. A batch's size varies with its
+    length group (``batch_sizes`` factors); the losses are means over the batch, as upstream's.
     """
 
     def __init__(self, model: torch.nn.Module, *, text_mask_id: int, train: Any, seed: int = 0):
@@ -28,12 +29,18 @@ class LavidaComposerModel(ComposerModel):
 
     # -- inputs -----------------------------------------------------------------------------
     def _gen_pixels(self, batch: dict) -> list[torch.Tensor]:
+        """Generation targets, batch-major (each sample's list in order), as upstream flattens them."""
         px = batch.get("gen_pixels")
         if px is None:
             return []
         if isinstance(px, torch.Tensor):
             return list(px)
-        return [p for p in px if p is not None]
+        out: list[torch.Tensor] = []
+        for per in px:
+            if per is None:
+                continue
+            out.extend([per] if isinstance(per, torch.Tensor) else per)
+        return out
 
     def _enc_pixels(self, batch: dict) -> list[torch.Tensor]:
         return [p for per in batch.get("gen_enc_pixels") or [] for p in per]
@@ -55,7 +62,9 @@ class LavidaComposerModel(ComposerModel):
         g = self.batch_generator(batch, device)
         gen_px, enc_px = self._gen_pixels(batch), self._enc_pixels(batch)
         gen_ids, enc_ids = self._vq(gen_px), self._vq(enc_px)
-        plan = torch.tensor([bool(p) for p in batch.get("plan") or [False] * n], device=device)
+        # upstream's do_not_mask_text (layout-planning answers): kept unmasked with probability
+        # plan_unmasked_prob (0.8 upstream)
+        plan = torch.tensor([bool(p) for p in batch.get("do_not_mask_text") or [False] * n], device=device)
         keep = plan & (torch.rand(n, device=device, generator=g) < cfg.plan_unmasked_prob)
         t_text = obj.sample_times(n, cfg.time_policy, device=device, generator=g, **self._tp())
         masked_input, text_masked = obj.mask_text(input_ids, labels, t_text, self.text_mask_id, keep, g)
@@ -65,7 +74,7 @@ class LavidaComposerModel(ComposerModel):
             t_img = obj.sample_times(len(gen_ids), cfg.time_policy, device=device, generator=g, **self._tp())
             masked_gen, out["image_masked"] = obj.mask_image(gen_ids, t_img, self.model.config.image_mask_id, g)
             out["gen_ids"] = gen_ids
-            out["image_weights"] = self._edit_weights(batch, gen_px, enc_px, gen_ids)
+            out["image_weights"] = self._edit_weights(batch, gen_ids)
         if enc_ids is not None and cfg.edit_source_drop > 0:
             per_sample = [len(p) for p in batch.get("gen_enc_pixels") or []]
             drop = torch.rand(len(per_sample), device=device, generator=g) < cfg.edit_source_drop
@@ -95,22 +104,22 @@ class LavidaComposerModel(ComposerModel):
         cfg = self.train_cfg
         return {"mean": getattr(cfg, "logit_normal_mean", 0.0), "std": getattr(cfg, "logit_normal_std", 1.0)}
 
-    def _edit_weights(self, batch, gen_px, enc_px, gen_ids) -> torch.Tensor | None:
-        flags = batch.get("edit_reweight") or []
-        if not any(flags):
+    def _edit_weights(self, batch: dict, gen_ids: torch.Tensor) -> torch.Tensor | None:
+        """Per-token weights of the generation targets from the data's ``gen_weight`` (upstream's
+        ``image_gen_weight``: the edit-area masks of ``reweight`` samples, ones for the other targets
+        of such samples), batch-major like the targets; None when no sample has any."""
+        per_sample = batch.get("gen_weight") or []
+        if not any(len(w) for w in per_sample if w is not None):
             return None
         weights = torch.ones(gen_ids.shape, device=gen_ids.device)
-        gen_i = enc_i = 0
-        sources = batch.get("gen_enc_pixels") or [[] for _ in flags]
-        has_gen = [p is not None for p in batch["gen_pixels"]] if isinstance(batch.get("gen_pixels"), list) \
-            else [True] * len(flags)
-        for k, flag in enumerate(flags):
-            n_src = len(sources[k]) if k < len(sources) else 0
-            if has_gen[k]:
-                if flag and n_src == 1:
-                    weights[gen_i] = obj.edit_weights(enc_px[enc_i], gen_px[gen_i], gen_ids.shape[-1])
-                gen_i += 1
-            enc_i += n_src
+        gen_i = 0
+        for k, per in enumerate(batch.get("gen_pixels") or []):
+            n_gen = len(per) if isinstance(per, (list, tuple)) else int(per is not None)
+            ws = per_sample[k] if k < len(per_sample) and per_sample[k] is not None else []
+            for j in range(n_gen):
+                if j < len(ws):
+                    weights[gen_i + j] = ws[j].to(weights).reshape(gen_ids.shape[1:])
+            gen_i += n_gen
         return weights
 
     # -- loss -------------------------------------------------------------------------------
@@ -118,7 +127,8 @@ class LavidaComposerModel(ComposerModel):
         if outputs.get("empty"):
             zero = sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
             self.last = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0, "mask_ratio": 0.0,
-                         "image_mask_ratio": None, "sample_ids": [], "skipped": list(batch.get("skipped") or [])}
+                         "image_mask_ratio": None, "sample_ids": [], "skipped": list(batch.get("skipped") or []),
+                         "group": batch.get("group")}
             return zero
         labels = batch["labels"]
         tl = obj.text_loss(outputs["text_logits"], labels, outputs["text_masked"])
@@ -137,6 +147,7 @@ class LavidaComposerModel(ComposerModel):
             "image_mask_ratio": float(outputs["image_masked"].float().mean()) if "image_masked" in outputs else None,
             "sample_ids": list(batch.get("ids") or []),
             "skipped": list(batch.get("skipped") or []),
+            "group": batch.get("group"),
         }
         return total
 

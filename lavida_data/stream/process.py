@@ -20,7 +20,7 @@ from ..plan import DatasetPlan
 from ..rng import sample_np_rng
 from ..sample import IMAGE_ROLES, convert_row, image_paths
 from ..shards import RowCodec, unpack_images
-from ..transforms.images import ORIGINAL_SIZE, ImageConfig, ImageTransform
+from ..transforms.images import ImageConfig, ImageTransform
 
 
 class ProcessConfig(BaseModel):
@@ -63,10 +63,11 @@ class SampleProcessor:
                            seed=self.seed, epoch=epoch, position=position, image_root=plan.image_root)
 
     def load_images(self, sample: Mapping[str, Any], embedded: Mapping[str, bytes]) -> dict:
+        """Every image the sample names, decoded in full (as upstream: a reduced JPEG decode would
+        change the pixels by far more than one level of 255)."""
         from PIL import Image
 
         out = {}
-        draft = self._draft_sizes(sample)
         for role in IMAGE_ROLES:
             for path in image_paths(sample, role):
                 if path in out:
@@ -76,40 +77,10 @@ class SampleProcessor:
                     data = self._fetch(path)
                 try:
                     img = Image.open(io.BytesIO(data))
-                    if path in draft and img.format == "JPEG":
-                        size = img.size
-                        img.draft("RGB", draft[path](*size))  # decode at a reduced scale
-                        img.info[ORIGINAL_SIZE] = size  # micro-conditions report the file's size
                     img.load()
                 except Exception as e:
                     raise SampleError("image_unreadable", f"{path}: {type(e).__name__}: {e}", field=role) from e
                 out[path] = img
-        return out
-
-    def _draft_sizes(self, sample: Mapping[str, Any]) -> dict:
-        """For images used only as a generation target or edit source: the smallest size whose
-        decode still covers the generation size (JPEG draft mode decodes at 1/2, 1/4, 1/8)."""
-        import math
-
-        size = self.config.image.gen_size
-        und = set(image_paths(sample, "image"))
-
-        def shorter(w: int, h: int) -> tuple[int, int]:  # cropped: the shorter side reaches size
-            s = size / min(w, h)
-            return math.ceil(w * s), math.ceil(h * s)
-
-        def longer(w: int, h: int) -> tuple[int, int]:  # padded: the longer side reaches size
-            s = size / max(w, h)
-            return math.ceil(w * s), math.ceil(h * s)
-
-        out = {}
-        mode = sample.get("gen_transform", "crop")
-        for p in image_paths(sample, "image_gen"):
-            if p not in und and mode in ("crop", "pad"):
-                out[p] = shorter if mode == "crop" else longer
-        for p in image_paths(sample, "image_gen_enc"):
-            if p not in und:
-                out[p] = longer
         return out
 
     def _fetch(self, path: str) -> bytes:
@@ -132,7 +103,7 @@ class SampleProcessor:
     def tokenize(self, sample: dict, rng) -> dict:
         if self._tokenize is None:
             return sample
-        return {**sample, **self._tokenize(sample, rng)}
+        return check_images({**sample, **self._tokenize(sample, rng)}, self.config.image.und_size)
 
     # -- the whole path ---------------------------------------------------------------------
     def __call__(self, dataset: str, raw: Mapping[str, Any], epoch: int, position: int) -> dict:
@@ -142,8 +113,42 @@ class SampleProcessor:
         rng = sample_np_rng(self.seed, epoch, position)
         if self.config.decode_images:
             sample = self.transform(sample, self.load_images(sample, embedded), rng)
-        sample = self.tokenize(sample, rng)
+        if self.config.decode_images:
+            sample = self.tokenize(sample, rng)
+        elif self._tokenize is not None:
+            sample = {**sample, **self._tokenize(sample, rng)}
         sample["dataset"] = dataset
         sample["position"] = position
         sample["epoch"] = epoch
         return sample
+
+
+def check_images(sample: dict, und_size: int = 384) -> dict:
+    """The rendered sample's image places against its pixels.
+
+    * ``-200`` places vs understanding images: a sample with an ``"image"`` key but no picture
+      (UniWorld's text-to-image rows: ``"image": None``) gets one ``<image>`` place from the
+      rendering, and upstream's collator then supplies a zero "text" image of one SigLIP crop:
+      so do we (``und_pixels`` = one ``[1, 3, S, S]`` zero crop, ``und_sizes`` (S, S)).
+    * any other mismatch (more pictures than ``<image>`` places, or fewer), and generation or
+      edit-source slots without their pixels: upstream's model takes the batch's images in order,
+      so one sample's mismatch shifts its neighbours' images; ours skips the sample
+      (``image_marker_mismatch``).
+    """
+    import torch
+
+    und = list(sample.get("und_pixels") or [])
+    n_img = int(sample.get("n_images", 0))
+    if n_img != len(und):
+        if n_img == 1 and not und and "image" in sample:
+            sample["und_pixels"] = [torch.zeros(1, 3, und_size, und_size)]
+            sample["und_sizes"] = [(und_size, und_size)]
+            sample["und_dummy"] = True
+        else:
+            raise SampleError("image_marker_mismatch",
+                              f"{n_img} <image> place(s) for {len(und)} understanding image(s)")
+    for count, key, what in (("n_gen", "gen_pixels", "<image_gen>"), ("n_gen_enc", "gen_enc_pixels", "<image_gen_enc>")):
+        have = len(sample.get(key) or [])
+        if int(sample.get(count, 0)) != have:
+            raise SampleError("image_marker_mismatch", f"{sample.get(count, 0)} {what} place(s) for {have} image(s)")
+    return sample

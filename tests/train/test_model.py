@@ -15,7 +15,7 @@ from PIL import Image  # noqa: E402
 
 from lavida_data.tokenizer import build_tiny_tokenizer  # noqa: E402
 from lavida_data.transforms.collate import collate  # noqa: E402
-from lavida_data.transforms.images import ImageConfig, gen_target, siglip_anyres  # noqa: E402
+from lavida_data.transforms.images import ImageConfig, gen_image, siglip_anyres  # noqa: E402
 from lavida_data.transforms.tokenize import Tokenize  # noqa: E402
 from lavida_train.model.gen import resolve_merge, tokens_per_image  # noqa: E402
 from lavida_train.model.layers import RMSNorm, RotaryEmbedding, SwiGLU, apply_rotary  # noqa: E402
@@ -55,15 +55,16 @@ def batch(tokenize, built):
     """A text-to-image sample and an understanding sample (anyres, 2 x 2 tiles), collated."""
     model, _ = built
     rng = np.random.default_rng(0)
-    t2i = tokenize(
-        [{"from": "human", "value": "Generate an image: a red bus."}, {"from": "gpt", "value": "<image_gen>"}]
-    )
-    t2i["gen_pixels"], _ = gen_target(_image(300, 260, 1), "crop", 256, rng)
-    und = tokenize([{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."}])
+    t2i = tokenize({"conversations": [
+        {"from": "human", "value": "Generate an image: a red bus."}, {"from": "gpt", "value": "<image_gen>"}],
+        "image_gen": "bus.png", "micro_conds_texts": [""]}, rng)
+    t2i["gen_pixels"] = [gen_image(_image(300, 260, 1), 256, rng).pixels]
+    und = tokenize({"conversations": [{"from": "human", "value": "<image>\nWhat is it?"},
+                                      {"from": "gpt", "value": "A cat."}], "image": "cat.png"}, rng)
     pixels, size = siglip_anyres(_image(100, 60, 2), ICFG)
     und["und_pixels"], und["und_sizes"] = [pixels], [size]
     out = collate([t2i, und], tokenize.token_ids.pad)
-    out["gen_ids"] = model.vq.encode_ids(out["gen_pixels"][0][None])
+    out["gen_ids"] = model.vq.encode_ids(out["gen_pixels"][0][0][None])
     return out
 
 
@@ -148,9 +149,9 @@ def test_embed_mask_is_text_mask_embedding(built, batch, tokenize):
 
 def test_edit_source_slots(built, tokenize):
     model, cfg = built
-    s = tokenize(
-        [{"from": "human", "value": "<image_gen_enc> Make the sky blue."}, {"from": "gpt", "value": "<image_gen>"}]
-    )
+    s = tokenize({"conversations": [
+        {"from": "human", "value": "<image_gen_enc> Make the sky blue."}, {"from": "gpt", "value": "<image_gen>"}],
+        "image_gen": "b.png", "image_gen_enc": ["a.png"], "micro_conds_texts": [""]}, np.random.default_rng(0))
     b = collate([s], tokenize.token_ids.pad)
     assert int(b["gen_enc_mask"].sum()) == 256 and int(b["gen_mask"].sum()) == 256
     g = torch.full((1, 16, 16), cfg.image_mask_id)
