@@ -1,5 +1,5 @@
-"""Editing converters: sources go to both ``image`` (understanding) and ``image_gen_enc`` (VQ);
-the target goes to ``image_gen`` and is padded to square, not cropped."""
+"""Editing converters: the sources go to both ``image`` (understanding) and ``image_gen_enc``
+(VQ), the target to ``image_gen``, padded to a square (``pad_image_gen``)."""
 
 from __future__ import annotations
 
@@ -9,118 +9,152 @@ from pydantic import Field
 
 from ..errors import SampleError
 from ..registry import ConvertContext, converter
-from ..sample import join_root
-from .common import EDIT_SOURCE, PLAN_GPT, T2I_GPT, Options, gpt, human, number, paths, t2i_sample, text
+from .common import (
+    EDIT_SOURCE,
+    GEN,
+    GEN_FAKE,
+    MICRO,
+    T2I_GPT,
+    PrefixOptions,
+    gpt,
+    human,
+    join,
+    path_list,
+    scores,
+    text,
+)
 
-EDIT_TYPES = ("add", "remove", "replace", "adjust")
 
-
-class EditOptions(Options):
+class EditOptions(PrefixOptions):
     no_template: bool = Field(
-        False, description="the instruction already holds its <image> <image_gen_enc> markers: add none"
+        False, description="add no '<image> <image_gen_enc> ' per source: the instruction has its markers"
     )
-    reweight: bool = Field(False, description="weight the image loss by the edited area")
-    t2i: bool = Field(False, description="emit a text-to-image sample of the target, captioned by the instruction")
-    pixel_diff: bool = Field(False, description="derive the edited area from pixel differences")
+    reweight: bool = Field(False, description="weight the image loss by the edited area (sets the sample's `reweight`)")
+    t2i: bool = Field(False, description="append the micro-condition label to the instruction")
 
 
-def edit_sample(sources: list[str], target: str, instruction: str, opts: EditOptions, row: Mapping[str, Any]) -> dict:
-    if opts.t2i:
-        return t2i_sample(target, instruction, row)
-    prompt = instruction if opts.no_template else EDIT_SOURCE * len(sources) + instruction
-    sample = {
-        "conversations": [human(prompt), gpt(T2I_GPT)],
-        "image": list(sources),
-        "image_gen_enc": list(sources),
-        "image_gen": target,
-        "gen_transform": "pad",
-    }
-    hps = number(row, "hpsv2")
-    if hps is not None:
-        sample["hpsv2"] = hps
-    if opts.reweight:
-        sample["edit_reweight"] = True
-    if opts.pixel_diff:
-        sample["pixel_diff"] = True
+class PixelDiffOptions(EditOptions):
+    pixel_diff: bool = Field(False, description="state the pixel difference of source and target in the prompt")
+
+
+def edit_payload(
+    row: Mapping[str, Any], o: EditOptions, src: str, tgt: str, ins: str, *, suffix: str = ""
+) -> tuple[dict, str]:
+    """The keys every edit converter shares, and the human text before the micro label."""
+    sources = [join(o.s3_prefix, p) for p in path_list(row, src)]
+    target = join(o.s3_prefix, text(row, tgt))
+    template = "" if o.no_template else EDIT_SOURCE * len(sources)
+    prompt = f"{template} {text(row, ins)}{suffix}" + (f" {MICRO}" if o.t2i else "")
+    return {"image_gen_enc": sources, "image": list(sources), "image_gen": target, "pad_image_gen": True}, prompt
+
+
+def _edit(row: Mapping[str, Any], o: EditOptions, src: str, tgt: str, ins: str) -> dict:
+    sample, prompt = edit_payload(row, o, src, tgt, ins)
+    sample["conversations"] = [human(prompt), gpt(T2I_GPT)]
+    sample["reweight"] = o.reweight
+    if isinstance(o, PixelDiffOptions):
+        sample["pixel_diff"] = o.pixel_diff
+        sample.update(scores(row, ["hpsv2"]))
     return sample
-
-
-def _target(row: Mapping[str, Any], key: str) -> str:
-    out = paths(row, key)
-    if len(out) != 1:
-        raise SampleError(f"bad_value:{key}", f"an edit has one target, {key!r} holds {len(out)}")
-    return out[0]
 
 
 @converter(
     "process_gpt_edit",
-    options=EditOptions,
+    options=PixelDiffOptions,
     columns=["input_paths", "output_paths", "instruction"],
     optional=["hpsv2"],
     aliases=["edit", "edit_gpt_image"],
 )
 def edit_gpt(row: Mapping[str, Any], ctx: ConvertContext) -> dict:
-    """Edit (GPT-Image-Edit): `input_paths` (one or a list) -> `output_paths`, by `instruction`."""
-    return edit_sample(paths(row, "input_paths"), _target(row, "output_paths"), text(row, "instruction"), ctx.options, row)
+    """Edit (GPT-Image-Edit and others): `input_paths` (one or a list) -> `output_paths`, by `instruction`."""
+    return _edit(row, ctx.options, "input_paths", "output_paths", "instruction")
 
 
 @converter(
     "process_sharegpt_4o_edit",
     options=EditOptions,
     columns=["input_image", "output_image", "input_prompt"],
-    optional=["hpsv2"],
     aliases=["edit_sharegpt_4o"],
 )
 def edit_sharegpt_4o(row: Mapping[str, Any], ctx: ConvertContext) -> dict:
-    """Edit (ShareGPT-4o-Image): `input_image` -> `output_image`, by `input_prompt`."""
-    return edit_sample(paths(row, "input_image"), _target(row, "output_image"), text(row, "input_prompt"), ctx.options, row)
+    """Edit (ShareGPT-4o-Image): `input_image` -> `output_image`, by `input_prompt` (no HPSv2, no pixel_diff)."""
+    return _edit(row, ctx.options, "input_image", "output_image", "input_prompt")
 
 
 @converter(
     "process_pica_banana",
-    options=EditOptions,
+    options=PixelDiffOptions,
     columns=["local_input_image", "local_output_image", "text"],
     optional=["hpsv2"],
     aliases=["edit_pica_banana"],
 )
 def edit_pica_banana(row: Mapping[str, Any], ctx: ConvertContext) -> dict:
     """Edit (Pico-Banana): `local_input_image` -> `local_output_image`, by `text`."""
-    return edit_sample(
-        paths(row, "local_input_image"), _target(row, "local_output_image"), text(row, "text"), ctx.options, row
+    return _edit(row, ctx.options, "local_input_image", "local_output_image", "text")
+
+
+class LocGndOptions(PixelDiffOptions):
+    reweight: bool = Field(False, description="accepted as upstream declares it; unused (no `reweight` key)")
+    task: str = Field(
+        "add", description="edit kind when the row's `edit_type` is empty: add, remove, swap/replace, adjust, other"
     )
+    plan_only: bool = Field(False, description="plan only: answer with <image_gen_fake>, no target")
+
+
+EDIT_REASONS = {
+    "add": "I should consider adding the objects in these locations : ",
+    "remove": "I should consider removing the objects in these locations : ",
+    "swap": "I should consider replacing the objects in these locations : ",
+    "replace": "I should consider replacing the objects in these locations : ",
+    "adjust": "I should consider adjusting the objects in these locations : ",
+}
+OTHER_EDIT = "I should consider edit the objects in these locations : "
+PLAN_REQUEST = ". Please first think and plan the layout in LOC format. "
 
 
 @converter(
     "process_gpt_edit_loc_gnd",
-    options=EditOptions,
+    options=LocGndOptions,
     columns=["input_paths", "output_paths", "instruction", "grounding_text"],
     optional=["edit_type", "hpsv2"],
     aliases=["edit_layout_plan"],
 )
 def edit_loc(row: Mapping[str, Any], ctx: ConvertContext) -> dict:
-    """Edit with a planned layout: the answer places the objects (`grounding_text`) before the
-    image; `edit_type` (add, remove, replace, adjust) is named in the answer when given."""
-    sample = edit_sample(paths(row, "input_paths"), _target(row, "output_paths"), text(row, "instruction"), ctx.options, row)
-    loc = text(row, "grounding_text")
-    etype = row.get("edit_type")
-    if etype is not None and str(etype).strip():
-        etype = str(etype).strip().lower()
-        if etype not in EDIT_TYPES:
-            raise SampleError("bad_value:edit_type", f"edit_type {etype!r} is not one of {EDIT_TYPES}")
-        loc = f"({etype}) {loc}"
-    sample["conversations"][1] = gpt(PLAN_GPT.format(loc=loc, target="<image_gen>"))
-    sample["plan"] = True
+    """Edit with a planned layout: the answer names the edit (`edit_type`, else `task`) and
+    places the objects (`grounding_text`) before the image, or instead of it (`plan_only`)."""
+    o: LocGndOptions = ctx.options
+    sample, prompt = edit_payload(row, o, "input_paths", "output_paths", "instruction", suffix=PLAN_REQUEST)
+    task = (row.get("edit_type") or o.task) if "edit_type" in row else o.task
+    reason = EDIT_REASONS.get(task, OTHER_EDIT) if isinstance(task, str) else OTHER_EDIT
+    answer = f"Sure {reason} {text(row, 'grounding_text')} {GEN_FAKE if o.plan_only else GEN}"
+    sample["conversations"] = [human(prompt), gpt(answer)]
+    sample["pixel_diff"] = o.pixel_diff
+    if o.plan_only:
+        del sample["image_gen"]
+    else:
+        sample["do_not_mask_text"] = True
+    sample.update(scores(row, ["hpsv2"]))
     return sample
 
 
 @converter(
     "process_metaquery",
-    options=EditOptions,
+    options=PrefixOptions,
     columns=["source_images_paths", "tgt_path", "dir_name", "prompt"],
     aliases=["edit_metaquery"],
 )
 def edit_metaquery(row: Mapping[str, Any], ctx: ConvertContext) -> dict:
-    """Edit-like (MetaQuery): `source_images_paths` -> `tgt_path`, both relative to `dir_name`."""
+    """Edit-like (MetaQuery): `source_images_paths` -> `tgt_path`, both under `dir_name`; one
+    '<image> <image_gen_enc>' whatever the number of sources, as upstream."""
+    prefix = ctx.options.s3_prefix
     folder = text(row, "dir_name")
-    sources = [join_root(folder, p) for p in paths(row, "source_images_paths")]
-    return edit_sample(sources, join_root(folder, text(row, "tgt_path")), text(row, "prompt"), ctx.options, row)
+    if isinstance(row.get("source_images_paths"), str):  # upstream would take each character as a path
+        raise SampleError("bad_value:source_images_paths", "source_images_paths must be a list of paths")
+    sources = [join(prefix, folder, p) for p in path_list(row, "source_images_paths")]
+    return {
+        "image_gen_enc": sources,
+        "image": list(sources),
+        "image_gen": join(prefix, folder, text(row, "tgt_path")),
+        "pad_image_gen": True,
+        "conversations": [human(EDIT_SOURCE + text(row, "prompt")), gpt(T2I_GPT)],
+    }
