@@ -46,14 +46,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .validate import validate_file
 
     with err.status(f"validating {args.config}", spinner="dots") if sys.stderr.isatty() else _nothing():
-        report = validate_file(args.config, offline=args.offline)
+        report = validate_file(args.config, offline=args.offline, strict=args.strict)
     if args.json:
         _print_json(report.to_json())
     else:
         _print_issues(report)
         if report.valid:
             n = len(report.mixture.datasets) if report.mixture else 0
-            err.print(f"{args.config}: valid ({n} datasets{', offline' if args.offline else ''})", style="green",
+            w = len(report.warnings)
+            notes = f"{n} datasets" + (f", {w} warning{'s' if w != 1 else ''}" if w else "")
+            err.print(f"{args.config}: valid ({notes}{', offline' if args.offline else ''})", style="green",
                       markup=False)
         else:
             err.print(f"{args.config}: {len(report.errors)} error(s)", style="red", markup=False)
@@ -87,7 +89,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from .preview import preview, render_html
     from .validate import validate_file
 
-    report = validate_file(args.config, offline=False)
+    report = validate_file(args.config, offline=False, strict=args.strict)
     if not report.valid:
         _print_issues(report)
         return 1
@@ -126,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a mixture file; exit 1 with every error")
     v.add_argument("config")
     v.add_argument("--offline", action="store_true", help="do not read the tables' schemas")
+    v.add_argument("--strict", action="store_true",
+                   help="every warning (what upstream accepts silently) is an error")
     v.add_argument("--json", action="store_true")
     v.set_defaults(fn=cmd_validate)
 
@@ -140,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--seed", type=int, help="override the mixture's seed")
     pv.add_argument("--json", action="store_true")
     pv.add_argument("--html", metavar="OUT.html", help="write a page showing each sample's images and text")
+    pv.add_argument("--strict", action="store_true", help="refuse a mixture with warnings, as `validate --strict`")
     pv.set_defaults(fn=cmd_preview)
 
     from .cli_stream import add_commands

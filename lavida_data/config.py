@@ -3,12 +3,18 @@
 Every key of the upstream format is accepted with its upstream meaning (``json_path`` is
 accepted as the older name of ``path``); any other key is an error. Use :func:`load_mixture`
 (in :mod:`lavida_data.validate`) to read a file with positions in every error message.
+
+Dataset names need not be unique (upstream's files repeat some): a :class:`Mixture` renames the
+second and later entries of a name ``<name>~2``, ``<name>~3``, ... so that ``name`` is unique
+everywhere downstream (sample ids, plans, prepared folders, counts); ``declared_name`` keeps the
+name the file gave.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from collections import Counter
+from typing import Annotated, Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, model_validator
 
@@ -60,6 +66,19 @@ class DatasetSpec(Strict):
     length_group: Annotated[str, Field(min_length=1)] = "default"
     image_root: str | None = None
 
+    _declared_name: str | None = PrivateAttr(default=None)
+
+    @property
+    def declared_name(self) -> str:
+        """The name the mixture file gave (``name`` is made unique by the :class:`Mixture`)."""
+        return self._declared_name or self.name
+
+    @property
+    def aes_declared(self) -> bool:
+        """Whether the entry sets ``aes_cutoff`` (a number, or null to filter nothing); when it
+        does not, upstream's hidden filter (score > 5 when the score column is read) applies."""
+        return "aes_cutoff" in self.model_fields_set
+
     @model_validator(mode="before")
     @classmethod
     def _json_path(cls, data: Any) -> Any:
@@ -81,6 +100,20 @@ class Mixture(Strict):
 
     _file: str | None = PrivateAttr(default=None)
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Mixture":
+        names = unique_names([d.name for d in self.datasets])
+        if names != [d.name for d in self.datasets]:
+            renamed = []
+            for d, name in zip(self.datasets, names):
+                if name != d.name:
+                    declared = d.declared_name
+                    d = d.model_copy(update={"name": name})
+                    d._declared_name = declared
+                renamed.append(d)
+            object.__setattr__(self, "datasets", renamed)  # frozen: set once, while validating
+        return self
+
     @property
     def file(self) -> str | None:
         """The file this mixture was read from, if any."""
@@ -91,6 +124,7 @@ class Mixture(Strict):
         return None if path is None else resolve_path(self._file, path)
 
     def dataset(self, name: str) -> DatasetSpec:
+        """The entry named ``name`` (its unique name, e.g. ``grand-f~2``)."""
         for d in self.datasets:
             if d.name == name:
                 return d
@@ -103,3 +137,25 @@ class Mixture(Strict):
 
     def group_batch_factor(self, group: str) -> float:
         return self.batch_sizes.get(group, 1.0)
+
+
+def unique_names(names: Sequence[str | None]) -> list[str | None]:
+    """``names`` with the second and later uses of a name renamed ``<name>~2``, ``<name>~3``, ...
+    (skipping any name the list already holds); ``None`` entries are kept."""
+    taken = {n for n in names if n is not None}
+    seen: Counter = Counter()
+    out: list[str | None] = []
+    for n in names:
+        if n is None:
+            out.append(None)
+            continue
+        seen[n] += 1
+        if seen[n] == 1:
+            out.append(n)
+            continue
+        k = seen[n]
+        while f"{n}~{k}" in taken:
+            k += 1
+        taken.add(f"{n}~{k}")
+        out.append(f"{n}~{k}")
+    return out

@@ -1,6 +1,12 @@
 """Row filters of a dataset entry, applied to Arrow batches: ``aes_cutoff``, ``min_size``,
 ``max_enc_images``. Each dropped row is counted under the filter that dropped it; a row whose
 filter column is null is counted under ``<filter>:null`` rather than silently vanishing.
+
+They mean what upstream's loader makes them mean: ``fltLaionAesthScore > aes_cutoff`` (strictly),
+``intHeight >= min_size and intWidth >= min_size``, and ``len(<column>) <= value`` (a list's items;
+a string counts 1, or its items when it holds a JSON list), applied in that order. Upstream also
+filters every table whose read columns include ``fltLaionAesthScore`` at ``> 5`` when the entry
+gives no ``aes_cutoff``: :func:`lavida_data.plan.with_upstream_aes` makes that cutoff explicit.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import pyarrow.compute as pc
 SCORE = "fltLaionAesthScore"
 HEIGHT = "intHeight"
 WIDTH = "intWidth"
+#: the cutoff upstream applies when an entry reading ``fltLaionAesthScore`` gives no ``aes_cutoff``
+UPSTREAM_AES_CUTOFF = 5.0
 
 
 @dataclass(frozen=True)

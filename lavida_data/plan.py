@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .config import DatasetSpec, Mixture
-from .filters import SCORE, Filters
+from .filters import SCORE, UPSTREAM_AES_CUTOFF, Filters
 from .registry import Converter
+
+
+def reads_score(spec: DatasetSpec, schema: list[str] | None) -> bool | None:
+    """Whether upstream's table has ``fltLaionAesthScore``: upstream reads ``columns`` when the
+    entry lists them, else every column of the table. ``None`` when that needs the (unknown) schema."""
+    if spec.columns is not None:
+        return SCORE in spec.columns
+    return None if schema is None else SCORE in schema
+
+
+def with_upstream_aes(spec: DatasetSpec, schema: list[str] | None) -> DatasetSpec:
+    """``spec`` with upstream's hidden aesthetic filter made explicit: an entry that gives no
+    ``aes_cutoff`` and reads ``fltLaionAesthScore`` gets ``aes_cutoff: 5.0``, one that does not read
+    it ``aes_cutoff: null``. Unchanged when the entry sets ``aes_cutoff`` (a number, or null for no
+    filter) or when the answer needs the schema and ``schema`` is None."""
+    if spec.aes_declared:
+        return spec
+    reads = reads_score(spec, schema)
+    if reads is None:
+        return spec
+    out = spec.model_copy(update={"aes_cutoff": UPSTREAM_AES_CUTOFF if reads else None})
+    out._declared_name = spec._declared_name
+    return out
 
 
 @dataclass(frozen=True)
@@ -22,9 +46,14 @@ class DatasetPlan:
     def name(self) -> str:
         return self.spec.name
 
-    @property
+    @cached_property
     def filters(self) -> Filters:
-        return Filters.of(self.spec)
+        spec = self.spec
+        if not spec.aes_declared and spec.columns is None:  # validated offline: decide on the table
+            from .tables import read_schema
+
+            spec = with_upstream_aes(spec, read_schema(self.table))
+        return Filters.of(spec)
 
     def needed_columns(self) -> dict[str, str]:
         """Columns that must be read, each with who needs it."""
@@ -44,16 +73,13 @@ class DatasetPlan:
                 cols.append(c)
         return list(dict.fromkeys(cols))
 
-    def reads_score_without_cutoff(self, schema: list[str] | None) -> bool:
-        if self.spec.aes_cutoff is not None:
-            return False
-        cols = self.read_columns(schema)
-        return SCORE in cols and (schema is None and self.spec.columns is not None or schema is not None and SCORE in schema)
 
-
-def make_plan(mixture: Mixture, spec: DatasetSpec, converter: Converter) -> DatasetPlan:
+def make_plan(mixture: Mixture, spec: DatasetSpec, converter: Converter,
+              schema: list[str] | None = None) -> DatasetPlan:
+    """The plan of one entry; with ``schema`` (the table's columns) upstream's hidden aesthetic
+    filter is decided now (see :func:`with_upstream_aes`), else when the plan's filters are first used."""
     return DatasetPlan(
-        spec=spec,
+        spec=with_upstream_aes(spec, schema),
         converter=converter,
         options=converter.parse_options(spec.process_fn_kwargs),
         table=mixture.resolve(spec.path) or spec.path,

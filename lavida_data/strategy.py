@@ -1,7 +1,12 @@
 """Sampling strategies: ``all``/``full``, ``first:N``, ``end:N``, ``random:N``, ``dup:N``.
 
-N is an integer or a percentage of the rows kept after filtering (``12.5%``), rounded up.
-Unlike upstream, an unknown kind is an error and every strategy works for every table format.
+They mean what upstream's loader makes them mean, on the rows kept after filtering:
+``first:N`` / ``end:N`` are the first / last N rows (all of them when N exceeds the rows, and
+``end:0`` is every row, as upstream's ``rows[-0:]``); a percentage N% is ``ceil(N * rows / 100)``
+rows; ``random:N`` is the very subset upstream's ``DataFrame.sample(n=N, random_state=42)``
+takes (a fixed subset: the mixture's seed does not change it); ``dup:N`` repeats each row N times.
+Unlike upstream, an unknown kind is an error, a percentage may have decimals (``12.5%``) and every
+strategy works for every table format.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ KINDS: tuple[str, ...] = ("all", "first", "end", "random", "dup")
 _ALIASES = {"full": "all"}
 _PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
 _INT = re.compile(r"^\d+$")
+#: the ``random_state`` upstream passes to ``DataFrame.sample``
+UPSTREAM_RANDOM_STATE = 42
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class SamplingStrategy:
         arg = arg.strip()
         if _INT.match(arg):
             n = int(arg)
-            if n <= 0:
+            if n <= 0 and kind != "end":  # upstream builds an empty dataset, then fails reading it
                 raise ValueError(f"{text!r}: N must be at least 1")
             return cls(kind, count=n)  # type: ignore[arg-type]
         m = _PERCENT.match(arg)
@@ -67,7 +74,7 @@ class SamplingStrategy:
                 pct = Decimal(m.group(1))
             except InvalidOperation as e:  # pragma: no cover - regex guarantees a number
                 raise ValueError(f"{text!r}: bad percentage") from e
-            if not (0 < pct <= 100):
+            if not (0 < pct <= 100 or pct == 0 and kind == "end"):
                 raise ValueError(f"{text!r}: a percentage must be in (0%, 100%]")
             return cls(kind, percent=pct)  # type: ignore[arg-type]
         raise ValueError(
@@ -80,8 +87,14 @@ class SamplingStrategy:
         n = f"{self.percent}%" if self.percent is not None else str(self.count)
         return f"{self.kind}:{n}"
 
+    @property
+    def keeps_everything(self) -> bool:
+        """``end:0`` (or ``end:0%``): every row, as upstream's ``rows[-0:]``."""
+        return self.kind == "end" and (self.count == 0 or self.percent == 0)
+
     def resolve(self, rows: int) -> int:
-        """N as a row count for a table of ``rows`` kept rows (percentages rounded up)."""
+        """N as a row count for a table of ``rows`` kept rows (percentages rounded up, exactly:
+        upstream's ``math.ceil(int(pct) * rows / 100)`` for whole percentages)."""
         if self.percent is not None:
             return int(math.ceil(self.percent * rows / 100))
         return int(self.count or 0)
@@ -93,11 +106,12 @@ class SamplingStrategy:
     def select(self, rows: int, *, seed: int, dataset: str) -> np.ndarray:
         """Positions (0-based, into the kept rows) that one pass over the dataset uses, in order.
 
-        ``dup:N`` returns every position once; its repeats are :attr:`repeat`. ``random:N`` draws
-        N positions without replacement from a generator seeded by the mixture's seed and the
-        dataset name, and returns them in table order; it is an error when N exceeds ``rows``.
+        ``dup:N`` returns every position once; its repeats are :attr:`repeat`. ``random:N`` returns
+        the positions upstream's ``DataFrame.sample(n=N, random_state=42)`` picks (see
+        :func:`upstream_sample`), in table order; it is an error when N exceeds ``rows``. ``seed``
+        does not change any strategy's rows (it is kept for callers and plugins).
         """
-        if self.kind in ("all", "dup"):
+        if self.kind in ("all", "dup") or self.keeps_everything:
             return np.arange(rows, dtype=np.int64)
         n = self.resolve(rows)
         if self.kind == "first":
@@ -108,8 +122,17 @@ class SamplingStrategy:
             raise ValueError(
                 f"dataset {dataset!r}: {self} asks for {n} rows but only {rows} remain after filters"
             )
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, stable_hash(dataset)])))
-        return np.sort(rng.choice(rows, size=n, replace=False)).astype(np.int64)
+        return np.sort(upstream_sample(rows, n)).astype(np.int64)
+
+
+def upstream_sample(rows: int, n: int) -> np.ndarray:
+    """The positions ``DataFrame.sample(n=n, random_state=42)`` takes from ``rows`` rows, in its
+    order: pandas draws ``RandomState(42).choice(rows, n, replace=False)``, the first ``n`` items of
+    ``RandomState(42).permutation(rows)``. The same shuffle of a 32-bit range (half the memory for
+    a large table) gives the same permutation. A private generator: no global state is used."""
+    order = np.arange(rows, dtype=np.int32 if rows < 2**31 else np.int64)
+    np.random.RandomState(UPSTREAM_RANDOM_STATE).shuffle(order)
+    return order[:n]
 
 
 def stable_hash(text: str) -> int:

@@ -1,9 +1,14 @@
 """Validation of mixture files: every mistake of a file, with file, line, column, dataset,
 field and the nearest valid name, in one run.
 
-Three passes: YAML (syntax, duplicate keys), structure (the strict pydantic models), and meaning
-(duplicate names, converters and their options, columns against filters, converters and, unless
+Three passes: YAML (syntax, repeated keys), structure (the strict pydantic models), and meaning
+(repeated names, converters and their options, columns against filters, converters and, unless
 offline, each table's schema; weight groups that no dataset uses).
+
+What upstream accepts and gives a meaning to is a warning, not an error, so that upstream's own
+files validate: a repeated key (the last value counts), a repeated dataset name (the entry is
+renamed ``<name>~2``, ...), weights or batch factors for groups no dataset uses, upstream's hidden
+aesthetic filter, ``end:0``. With ``strict`` every warning is an error.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ from typing import Any, Callable, Iterable
 import yaml
 from pydantic import ValidationError
 
-from .config import DatasetSpec, MaxEncImages, Mixture, resolve_path
+from .config import DatasetSpec, MaxEncImages, Mixture, resolve_path, unique_names
 from .errors import ConfigError, Issue, suggest
-from .filters import SCORE
-from .plan import DatasetPlan, make_plan
+from .filters import SCORE, UPSTREAM_AES_CUTOFF
+from .plan import DatasetPlan, make_plan, reads_score, with_upstream_aes
 from .registry import Converter, Registry
 from .registry import registry as default_registry
 from .tables import count_rows, read_schema, table_format
@@ -53,11 +58,14 @@ class Report:
 
 
 class _Checker:
-    def __init__(self, loc: Located, registry: Registry, offline: bool):
+    def __init__(self, loc: Located, registry: Registry, offline: bool, strict: bool = False):
         self.loc = loc
         self.registry = registry
         self.offline = offline
+        self.strict = strict
         self.report = Report(file=loc.file)
+        self.names: list[str | None] = []  # each entry's unique name (None: no usable name)
+        self.entry_schemas: dict[int, list[str]] = {}
 
     # -- reporting -------------------------------------------------------------------------
     def issue(self, message: str, path: tuple, *, dataset: str | None = None, fld: str | None = None,
@@ -95,7 +103,10 @@ class _Checker:
     # -- passes ----------------------------------------------------------------------------
     def run(self) -> Report:
         data = self.loc.data
-        self.report.errors.extend(_in_dataset(i, data) for i in self.loc.issues)
+        self.names = _entry_names(data)
+        for item in self.loc.issues:
+            item = _in_dataset(item, data, self.names)
+            (self.report.warnings if item.severity == "warning" else self.report.errors).append(item)
         if not isinstance(data, dict):
             self.issue("a mixture file must be a mapping with a `datasets` list", ())
             return self.report
@@ -114,15 +125,23 @@ class _Checker:
             raw_sets = []
         specs = [self.dataset(i, raw) for i, raw in enumerate(raw_sets)]
         self.groups(data, raw_sets)
+        if self.strict:
+            self.report.errors.extend(replace(w, severity="error") for w in self.report.warnings)
+            self.report.warnings = []
         order = lambda i: (i.line or 0, i.column or 0)  # noqa: E731
         self.report.errors.sort(key=order)
         self.report.warnings.sort(key=order)
         if self.report.errors or head_model is None:
             return self.report
-        mixture = Mixture.model_validate({**header, "datasets": [s for s, _ in specs]})
+        resolved = [with_upstream_aes(s, self.entry_schemas.get(i)) for i, (s, _) in enumerate(specs)]
+        mixture = Mixture.model_validate({**header, "datasets": resolved})
         mixture._file = self.loc.file
         self.report.mixture = mixture
-        self.report.plans = {s.name: make_plan(mixture, s, conv) for s, conv in specs}
+        self.report.schemas = {mixture.datasets[i].name: sc for i, sc in self.entry_schemas.items()}
+        self.report.plans = {
+            s.name: make_plan(mixture, s, conv, self.entry_schemas.get(i))
+            for i, (s, (_, conv)) in enumerate(zip(mixture.datasets, specs))
+        }
         return self.report
 
     def dataset(self, i: int, raw: Any) -> tuple[DatasetSpec | None, Converter | None]:
@@ -130,7 +149,7 @@ class _Checker:
         if not isinstance(raw, dict):
             self.issue("a dataset entry must be a mapping", base, dataset=f"datasets[{i}]")
             return None, None
-        name = raw.get("name") if isinstance(raw.get("name"), str) else f"datasets[{i}]"
+        name = self.names[i] or f"datasets[{i}]"
         rename = {"path": "json_path"} if "json_path" in raw and "path" not in raw else {}
         spec, failed = None, set()
         if "json_path" in raw and "path" in raw:
@@ -148,8 +167,12 @@ class _Checker:
         self.check_name(i, raw, name)
         conv, options = self.check_converter(base, raw, name)
         schema = self.table_schema(base, raw, name, failed)
+        if schema is not None:
+            self.entry_schemas[i] = schema
         if conv is not None and options is not None:
             self.check_columns(base, raw, name, conv, options, spec, failed, schema)
+        if spec is not None:
+            self.upstream_meanings(base, name, spec, schema)
         return spec, conv
 
     def table_schema(self, base: tuple, raw: dict, name: str, failed: set[str]) -> list[str] | None:
@@ -173,20 +196,28 @@ class _Checker:
             self.issue(f"cannot read the table's schema: {type(e).__name__}: {e}", base + (path_key,),
                        dataset=name, fld=path_key)
             return None
-        self.report.schemas[name] = schema
         return schema
 
     def check_name(self, i: int, raw: dict, name: str) -> None:
-        if not isinstance(raw.get("name"), str):
+        declared = raw.get("name")
+        if not isinstance(declared, str) or name == declared:
             return
-        seen = getattr(self, "_names", {})
-        self._names = seen
-        if raw["name"] in seen:
-            self.issue(f"duplicate dataset name {raw['name']!r} (first used by datasets[{seen[raw['name']]}]); "
-                       "names must be unique: they prefix every sample id",
-                       ("datasets", i, "name"), dataset=name, fld="name")
-        else:
-            seen[raw["name"]] = i
+        sets = self.loc.data["datasets"]
+        first = next(j for j, r in enumerate(sets) if isinstance(r, dict) and r.get("name") == declared)
+        line = self.loc.where(("datasets", first, "name"))[0]
+        self.issue(f"dataset name {declared!r} is already used by datasets[{first}] (line {line}): this "
+                   f"entry is renamed {name!r}, its samples are '{name}:<row>' (names prefix sample ids)",
+                   ("datasets", i, "name"), dataset=name, fld="name", warning=True)
+
+    def upstream_meanings(self, base: tuple, name: str, spec: DatasetSpec, schema: list[str] | None) -> None:
+        """Warnings for what upstream does without saying so."""
+        if not spec.aes_declared and reads_score(spec, schema):
+            self.issue(f"column {SCORE!r} is read but `aes_cutoff` is not set: upstream's filter applies, "
+                       f"keeping rows with {SCORE} > {UPSTREAM_AES_CUTOFF:g} (`aes_cutoff: null` keeps every "
+                       "row; a number sets the cutoff)", base, dataset=name, fld="aes_cutoff", warning=True)
+        if spec.sampling_strategy.keeps_everything:
+            self.issue(f"{spec.sampling_strategy} keeps every row, as upstream's rows[-0:] does; `all` says so",
+                       base + ("sampling_strategy",), dataset=name, fld="sampling_strategy", warning=True)
 
     def check_converter(self, base: tuple, raw: dict, name: str) -> tuple[Converter | None, Any]:
         fn = raw.get("preprocess_fn")
@@ -217,15 +248,16 @@ class _Checker:
 
     def check_columns(self, base: tuple, raw: dict, name: str, conv: Converter, options: Any,
                       spec: DatasetSpec | None, failed: set[str], schema: list[str] | None) -> None:
-        needed = {c: f"converter {conv.name!r}" for c in conv.required_columns(options)}
+        users: dict[str, list[str]] = {c: [f"converter {conv.name!r}"] for c in conv.required_columns(options)}
         if raw.get("aes_cutoff") is not None:
-            needed.setdefault(SCORE, "filter aes_cutoff")
+            users.setdefault(SCORE, []).append("filter aes_cutoff")
         if raw.get("min_size") is not None:
-            needed.setdefault("intHeight", "filter min_size")
-            needed.setdefault("intWidth", "filter min_size")
+            users.setdefault("intHeight", []).append("filter min_size")
+            users.setdefault("intWidth", []).append("filter min_size")
         mei = raw.get("max_enc_images")
         if isinstance(mei, dict) and isinstance(mei.get("column"), str):
-            needed.setdefault(mei["column"], "filter max_enc_images")
+            users.setdefault(mei["column"], []).append("filter max_enc_images")
+        needed = {c: " and ".join(who) for c, who in users.items()}
         cols = raw.get("columns")
         listed = cols if isinstance(cols, list) and "columns" not in failed else None
         if listed is not None:
@@ -247,11 +279,6 @@ class _Checker:
                 self.issue(f"`columns` lists {c!r}, which table {os.path.basename(table)} lacks{suggest(c, schema)}",
                            base + ("columns", j), dataset=name, fld=f"columns.{j}")
         if spec is not None:
-            plan = DatasetPlan(spec, conv, options, table, None)
-            if plan.reads_score_without_cutoff(schema):
-                self.issue(f"column {SCORE!r} is read but `aes_cutoff` is not set: no aesthetic filter "
-                           "applies (upstream silently applied 5)", base, dataset=name, fld="aes_cutoff",
-                           warning=True)
             strat = spec.sampling_strategy
             if strat.kind == "random" and strat.count is not None:
                 rows = count_rows(table)
@@ -273,28 +300,35 @@ class _Checker:
                 if group not in used:
                     self.issue(f"{key} names length group {group!r}, which no dataset uses"
                                f"{suggest(str(group), used)}; groups in use: {', '.join(sorted(used))}",
-                               (key, group), fld=f"{key}.{group}", key=True)
+                               (key, group), fld=f"{key}.{group}", key=True, warning=True)
 
 
-def _in_dataset(item: Issue, data: Any) -> Issue:
-    """A YAML issue (duplicate key) inside a dataset entry, named like the other dataset issues:
-    the entry's name as ``dataset``, the field relative to the entry."""
-    m = re.fullmatch(r"datasets\.(\d+)\.(.+)", item.field or "")
+def _entry_names(data: Any) -> list[str | None]:
+    """The unique name of each dataset entry (as :class:`Mixture` makes them), None when unnamed."""
     sets = data.get("datasets") if isinstance(data, dict) else None
-    if m is None or not isinstance(sets, list) or int(m.group(1)) >= len(sets):
+    if not isinstance(sets, list):
+        return []
+    return unique_names([r.get("name") if isinstance(r, dict) and isinstance(r.get("name"), str) else None
+                         for r in sets])
+
+
+def _in_dataset(item: Issue, data: Any, names: list[str | None]) -> Issue:
+    """A YAML issue (repeated key) inside a dataset entry, named like the other dataset issues:
+    the entry's unique name as ``dataset``, the field relative to the entry."""
+    m = re.fullmatch(r"datasets\.(\d+)\.(.+)", item.field or "")
+    if m is None or int(m.group(1)) >= len(names):
         return item
     i = int(m.group(1))
-    raw = sets[i]
-    name = raw.get("name") if isinstance(raw, dict) and isinstance(raw.get("name"), str) else f"datasets[{i}]"
-    return replace(item, dataset=name, field=m.group(2))
+    return replace(item, dataset=names[i] or f"datasets[{i}]", field=m.group(2))
 
 
 _PLACEHOLDER = {"name": "x", "path": "x", "preprocess_fn": "x"}
 
 
 def validate_text(text: str, file: str = "<string>", *, offline: bool = False,
-                  registry: Registry | None = None) -> Report:
-    """Validate a mixture given as YAML text; ``file`` names it in messages and anchors paths."""
+                  registry: Registry | None = None, strict: bool = False) -> Report:
+    """Validate a mixture given as YAML text; ``file`` names it in messages and anchors paths.
+    With ``strict`` every warning is an error."""
     try:
         loc = load_yaml(text, file)
     except yaml.YAMLError as e:
@@ -304,24 +338,27 @@ def validate_text(text: str, file: str = "<string>", *, offline: bool = False,
             item = replace(item, message=f"{item.message} ({ctx} that starts on line {mark.line + 1}, "
                                          f"column {mark.column + 1})")
         return Report(file=file, errors=[item])
-    return _Checker(loc, registry or default_registry, offline).run()
+    return _Checker(loc, registry or default_registry, offline, strict).run()
 
 
-def validate_file(path: str | os.PathLike, *, offline: bool = False, registry: Registry | None = None) -> Report:
-    """Validate a mixture file; without ``offline`` each table's schema is read too."""
+def validate_file(path: str | os.PathLike, *, offline: bool = False, registry: Registry | None = None,
+                  strict: bool = False) -> Report:
+    """Validate a mixture file; without ``offline`` each table's schema is read too. With
+    ``strict`` every warning (what upstream accepts silently) is an error."""
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         return Report(file=path, errors=[Issue(f"cannot read the mixture file: {e.strerror or e}", file=path)])
-    return validate_text(text, path, offline=offline, registry=registry)
+    return validate_text(text, path, offline=offline, registry=registry, strict=strict)
 
 
-def load_mixture(path: str | os.PathLike, *, offline: bool = False, registry: Registry | None = None) -> Report:
+def load_mixture(path: str | os.PathLike, *, offline: bool = False, registry: Registry | None = None,
+                 strict: bool = False) -> Report:
     """Validate a mixture file and return its report; raises :class:`ConfigError` with every
     error when it is not valid."""
-    report = validate_file(path, offline=offline, registry=registry)
+    report = validate_file(path, offline=offline, registry=registry, strict=strict)
     if not report.valid:
         raise ConfigError(report.errors, report.warnings)
     return report

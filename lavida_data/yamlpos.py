@@ -1,7 +1,8 @@
 """YAML with positions: ``yaml.safe_load`` semantics, plus where every key and value came from.
 
-Duplicate keys (which PyYAML accepts silently, keeping the last) are reported as issues.
-Positions are keyed by the path of the value, e.g. ``("datasets", 3, "aes_cutoff")``.
+A repeated key keeps its last value, as ``safe_load`` does (and in the first one's place), and is
+reported as a warning naming both lines; positions are those of the last value. Positions are
+keyed by the path of the value, e.g. ``("datasets", 3, "aes_cutoff")``.
 """
 
 from __future__ import annotations
@@ -64,23 +65,30 @@ class _Builder:
                 key = self.build_scalar_key(key_node, path)
                 child = path + (key,)
                 if key in result:
-                    first = self.out.keys.get(child, (None, None))[0]
-                    line, col = self._pos(key_node)
-                    self.out.issues.append(
-                        Issue(
-                            f"duplicate key {key!r} (first given on line {first}); "
-                            "YAML would silently keep the last value",
-                            file=self.file, line=line, column=col,
-                            field=".".join(str(p) for p in child),
-                        )
-                    )
-                    continue
+                    self.repeated(key, key_node, child)
                 self.out.keys[child] = self._pos(key_node)
                 result[key] = self.build(value_node, child)
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
         return self.constructor.construct_object(node, deep=True)
+
+    def repeated(self, key: Any, node: yaml.Node, child: Path) -> None:
+        """A warning for a key given again; the positions of the earlier value are forgotten."""
+        first = self.out.keys.get(child, (None, None))[0]
+        line, col = self._pos(node)
+        self.out.issues.append(
+            Issue(
+                f"duplicate key {key!r} (first given on line {first}, again on line {line}): "
+                "the last value counts, as in YAML",
+                file=self.file, line=line, column=col, field=".".join(str(p) for p in child),
+                severity="warning",
+            )
+        )
+        n = len(child)
+        for table in (self.out.values, self.out.keys):
+            for p in [p for p in table if p[:n] == child]:
+                del table[p]
 
     def build_scalar_key(self, node: yaml.Node, path: Path) -> Any:
         if not isinstance(node, yaml.ScalarNode):

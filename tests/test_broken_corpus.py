@@ -4,6 +4,9 @@ Every file in ``tests/broken/`` states in its header what validation must report
 the file's content (not from the validator's output)::
 
     # mode: schema        (optional: validate against the tiny tables built below, not offline)
+    # mode: strict        (optional: what upstream accepts silently; validated offline with
+    #                      strict=True the ``expect`` lines are the errors, without it the same
+    #                      issues are the file's only warnings and it is valid)
     # expect: line=7 col=5 dataset=laion field=aes_cutof message="unknown key ..."
     # warn: line=4 col=5 dataset=laion field=aes_cutoff message="..."
 
@@ -81,7 +84,7 @@ def parse_header(path: Path) -> Header:
             continue
         kind, rest = m.groups()
         if kind == "mode":
-            assert rest.strip() in ("offline", "schema"), f"{path.name}: bad mode {rest!r}"
+            assert rest.strip() in ("offline", "schema", "strict"), f"{path.name}: bad mode {rest!r}"
             h.mode = rest.strip()
             continue
         fields: dict[str, str] = {}
@@ -225,6 +228,19 @@ def test_broken_file(path: Path, workdir: Path):
         offline = validate_file(target, offline=True)
         check(offline.errors, [e for e in h.errors if e.offline], target, "offline error")
         check(offline.warnings, [], target, "offline warning")
+    elif h.mode == "strict":
+        assert not h.warnings, f"{path.name}: a strict file's warnings are its `expect` lines"
+        loose = validate_file(path, offline=True)
+        check(loose.errors, [], path, "error without strict")
+        check(loose.warnings, h.errors, path, "warning without strict")
+        assert loose.valid and loose.mixture is not None
+        report = validate_file(path, offline=True, strict=True)
+        check(report.errors, h.errors, path, "error")
+        check(report.warnings, [], path, "warning")
+        assert {i.severity for i in report.errors} == {"error"}
+        with pytest.raises(ConfigError) as info:
+            load_mixture(path, offline=True, strict=True)
+        assert info.value.issues == report.errors
     else:
         report = validate_file(path, offline=True)
         check(report.errors, h.errors, path, "error")
@@ -258,13 +274,19 @@ def test_score_column_without_cutoff_warns(workdir):
     [w] = report.warnings
     assert (w.line, w.column, w.dataset, w.field, w.severity) == (5, 5, "laion", "aes_cutoff", "warning")
     assert "'fltLaionAesthScore' is read but `aes_cutoff` is not set" in w.message
-    # listed explicitly in `columns`: still a warning
+    assert "keeping rows with fltLaionAesthScore > 5" in w.message
+    assert validate_file(f).plans["laion"].filters.aes_cutoff == 5.0  # upstream's hidden filter applies
+    # listed in `columns`: the same warning, offline too (upstream reads exactly `columns`)
     f.write_text(SCORE_NO_CUTOFF + "    columns: [s3_path, caption, fltLaionAesthScore]\n", encoding="utf-8")
     [w] = validate_file(f).warnings
     assert (w.line, w.dataset) == (5, "laion")
-    # with a cutoff, or without reading the score column: no warning
+    assert validate_file(f, offline=True).warnings == [w]
+    assert not validate_file(f, strict=True).valid
+    # with a cutoff, `aes_cutoff: null`, or without reading the score column: no warning
     f.write_text(SCORE_NO_CUTOFF + "    aes_cutoff: 5.0\n", encoding="utf-8")
     assert validate_file(f).warnings == []
+    f.write_text(SCORE_NO_CUTOFF + "    aes_cutoff: null\n", encoding="utf-8")
+    assert validate_file(f).warnings == [] and validate_file(f).plans["laion"].filters.aes_cutoff is None
     f.write_text(SCORE_NO_CUTOFF + "    columns: [s3_path, caption]\n", encoding="utf-8")
     assert validate_file(f).warnings == []
 

@@ -21,6 +21,27 @@ def test_validate_valid_and_invalid(cli, tmp_path):
     assert set(out["errors"][0]) == {"file", "line", "column", "dataset", "field", "message"}
 
 
+def test_validate_strict_turns_warnings_into_errors(cli, tmp_path):
+    # a repeated name and a weight for an unused group: upstream accepts both, so they are warnings
+    text = (T2I.read_text().replace("name: coyo-recap", "name: laion-aes")
+            .replace("weights: {t2i: 250, plan: 100}", "weights: {t2i: 250, plan: 100, mjv6: 20}")
+            .replace("../data", str(EXAMPLES / "data")))
+    f = tmp_path / "strict-check.yaml"
+    f.write_text(text)
+    proc = cli("validate", f, check_rc=0)
+    assert "valid (6 datasets, 2 warnings)" in proc.stderr
+    assert "warning [dataset 'laion-aes~2', field 'name']: dataset name 'laion-aes' is already used" in proc.stderr
+    assert "warning [field 'weights.mjv6']" in proc.stderr
+    out = json.loads(cli("validate", f, "--json", "--strict", check_rc=1).stdout)
+    assert out["valid"] is False and out["warnings"] == []
+    assert [e["field"] for e in out["errors"]] == ["weights.mjv6", "name"]
+    ids = [i["id"] for i in json.loads(cli("preview", f, "--dataset", "laion-aes~2", "-n", "1", "--json",
+                                          check_rc=0).stdout)]
+    assert ids == ["laion-aes~2:0"]
+    proc = cli("preview", f, "--strict", "--json", check_rc=1)
+    assert "error [field 'weights.mjv6']" in proc.stderr and proc.stdout == ""
+
+
 def test_validate_missing_file(cli, tmp_path):
     proc = cli("validate", tmp_path / "nope.yaml", "--json", check_rc=1)
     assert "cannot read the mixture file" in json.loads(proc.stdout)["errors"][0]["message"]

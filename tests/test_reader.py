@@ -3,6 +3,8 @@
 import json
 import random
 
+import numpy as np
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -13,6 +15,10 @@ LONG = "One sentence here. Two sentences here. Three sentences here. Four senten
 
 
 def mixture(tmp_path, entry: str, rows: list[dict], fmt="parquet", seed=5) -> dict:
+    """A one-dataset mixture; without ``aes_cutoff`` in ``entry`` upstream's hidden score filter is
+    switched off (``aes_cutoff: null``), so that the rows are the strategy's alone."""
+    if "aes_cutoff" not in entry:
+        entry += "    aes_cutoff: null\n"
     table = tmp_path / f"t.{fmt}"
     if fmt == "parquet":
         pq.write_table(pa.Table.from_pylist(rows), table, row_group_size=4)
@@ -54,15 +60,36 @@ def test_strategy_applies_after_filters(tmp_path):
     assert [i for i, _ in iter_rows(r.plans["d"], 5)] == [9, 19]
 
 
-def test_random_subset_is_fixed_by_the_mixture_seed(tmp_path):
+def test_random_subset_is_upstreams_fixed_subset(tmp_path):
+    # upstream's DataFrame.sample(n=5, random_state=42) on the kept rows: the same for every seed
     entry = "    preprocess_fn: t2i\n    sampling_strategy: random:5\n"
     a = mixture(tmp_path, entry, rows(), seed=1)
     random.seed(123)
     first = [i for i, _ in iter_rows(a.plans["d"], 1)]
     random.seed(456)
     assert [i for i, _ in iter_rows(a.plans["d"], 1)] == first
-    assert len(first) == 5 and first == sorted(first)
-    assert [i for i, _ in iter_rows(a.plans["d"], 2)] != first
+    assert first == sorted(np.random.RandomState(42).permutation(20)[:5].tolist())
+    assert [i for i, _ in iter_rows(a.plans["d"], 2)] == first
+    # after a filter, positions among the kept rows (scores i % 10 > 3: 12 of 20 rows)
+    f = mixture(tmp_path, entry + "    aes_cutoff: 3\n", rows(), seed=1)
+    kept = [i for i in range(20) if i % 10 > 3]
+    want = sorted(kept[p] for p in np.random.RandomState(42).permutation(12)[:5])
+    assert [i for i, _ in iter_rows(f.plans["d"], 9)] == want == selected_rows(f.plans["d"], 0).tolist()
+
+
+def test_hidden_score_filter_without_aes_cutoff(tmp_path):
+    # upstream keeps fltLaionAesthScore > 5 when the entry reads the score and gives no aes_cutoff
+    table = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist(rows()), table)
+    (tmp_path / "m.yaml").write_text("datasets:\n  - {name: d, path: t.parquet, preprocess_fn: t2i}\n")
+    report = validate_file(tmp_path / "m.yaml")
+    assert report.valid and [w.field for w in report.warnings] == ["aes_cutoff"]
+    from lavida_data import Stats
+
+    st = Stats()
+    got = [s["id"] for s in iter_samples(report.plans["d"], 0, stats=st)]
+    assert got == [f"d:{i}" for i in range(20) if i % 10 > 5]
+    assert dict(+st.dropped) == {"aes_cutoff": 12}
 
 
 def test_conversion_is_seeded_by_position_and_epoch(tmp_path):
