@@ -109,7 +109,7 @@ class LavidaComposerModel(ComposerModel):
         ``image_gen_weight``: the edit-area masks of ``reweight`` samples, ones for the other targets
         of such samples), batch-major like the targets; None when no sample has any."""
         per_sample = batch.get("gen_weight") or []
-        if not any(len(w) for w in per_sample if w is not None):
+        if not self.train_cfg.edit_reweight or not any(len(w) for w in per_sample if w is not None):
             return None
         weights = torch.ones(gen_ids.shape, device=gen_ids.device)
         gen_i = 0

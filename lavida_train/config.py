@@ -134,7 +134,8 @@ class TrainConfig(Strict):
     image_size: Literal[256, 1024] = Field(description="side of a generated image (256: 256 tokens; 1024: 1024)")
     prompt_drop: float = Field(0.1, ge=0, le=1, description="per-sample probability of dropping the prompt (CFG)")
     edit_source_drop: float = Field(0.5, ge=0, le=1, description="per-sample probability of dropping edit sources")
-    edit_reweight: bool = Field(False, description="weight edited image tokens more (samples that ask for it)")
+    edit_reweight: bool = Field(True, description="use the data's edit-area token weights (upstream's `reweight` "
+                                "samples; upstream always does); false ignores them")
     plan_unmasked_prob: float = Field(0.8, ge=0, le=1, description="'plan then generate' text left unmasked")
     min_mask: float = Field(1e-3, gt=0, le=1, description="mask probability p = (1 - min_mask) t + min_mask")
 

@@ -84,18 +84,6 @@ def prompt_drop(labels: torch.Tensor, gen_mask: torch.Tensor, gen_enc_mask: torc
     return drop.view(-1, 1) & (labels == IGNORE) & ~gen_mask & ~gen_enc_mask
 
 
-def edit_weights(source: torch.Tensor, target: torch.Tensor, grid: int) -> torch.Tensor:
-    """Per-token weights in [1, 5] of an edit target [3,S,S] (pixels in [0,1]) against its source:
-    pixels changed by more than 20/255 (max over channels), pooled to the VQ grid (> 0.5),
-    median- then max-blurred 3x3."""
-    changed = ((source - target).abs().amax(0) > 20 / 255).float()[None, None]
-    pooled = (F.adaptive_avg_pool2d(changed, grid) > 0.5).float()
-    patches = F.unfold(F.pad(pooled, (1, 1, 1, 1), mode="replicate"), 3)
-    median = patches.median(dim=1).values.view(1, 1, grid, grid)
-    dilated = F.max_pool2d(median, 3, stride=1, padding=1)
-    return (1 + 4 * dilated)[0, 0]
-
-
 def text_loss(logits: torch.Tensor, labels: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the masked answer tokens of the micro-batch (0 when none)."""
     if not masked.any():

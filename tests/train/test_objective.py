@@ -66,18 +66,6 @@ def test_prompt_drop_covers_non_answer_non_image_positions():
     assert not obj.prompt_drop(labels, gen, enc, 0.0).any()
 
 
-def test_edit_weights_mark_the_changed_area():
-    src = torch.zeros(3, 64, 64)
-    tgt = src.clone()
-    tgt[:, 16:48, 16:48] = 1.0  # a 4x4-cell change on an 8x8 grid
-    w = obj.edit_weights(src, tgt, 8)
-    assert w.min() == 1 and w.max() == 5
-    assert (w[2:6, 2:6] == 5).all() and w[0, 0] == 1 and w[7, 7] == 1
-    tiny = src.clone()
-    tiny[:, 0:2, 0:2] = 1.0  # a few pixels: pooled away
-    assert (obj.edit_weights(src, tiny, 4) == 1).all()
-
-
 def test_losses_average_over_masked_positions():
     logits = torch.zeros(1, 3, 4)
     logits[0, 0, 2] = 10.0
