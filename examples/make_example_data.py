@@ -94,7 +94,9 @@ def write(out: str) -> None:
     _json(os.path.join(out, "t2i_loc.json"), plan)
     # region-detailed captions with a fixed crop (parquet)
     sam = [{"s3_path": it["file"], "caption": caption(it), "cap_short": f"{it['color']} {it['shape']}",
-            "cap_detail": f"A {it['shape']} filled in {it['color']}, centred.", "crop_parms": "[0, 0, 128, 128]",
+            "cap_detail": f"A {it['shape']} filled in {it['color']}, centred.",
+            # upstream's [new_w, new_h, left, top, right, bottom]: resize to new size, cut a 1024 box
+            "crop_parms": [1024, 1024, 0, 0, 1024, 1024],
             "fltLaionAesthScore": 6.0}
            for it in items[6:10]]
     pq.write_table(pa.Table.from_pylist(sam), os.path.join(out, "t2i_sam.parquet"))
@@ -145,7 +147,7 @@ def write(out: str) -> None:
             for a, b in pairs[:3]]
     pacsv.write_csv(pa.Table.from_pylist(pica), os.path.join(out, "edit_pica.csv"))
     kinds = ["replace", "adjust", "", "add"]
-    locg = [{"input_paths": json.dumps([a["file"]]), "output_paths": b["file"],
+    locg = [{"input_paths": [a["file"]], "output_paths": b["file"],
              "instruction": f"Replace the {a['shape']} with a {b['shape']}.",
              "grounding_text": f"<box_p> {b['color']} {b['shape']} </box_p>{loc(*b['box'])}", "edit_type": kinds[k]}
             for k, (a, b) in enumerate(pairs[:4])]
@@ -155,9 +157,11 @@ def write(out: str) -> None:
            "prompt": f"Combine the {a['shape']} and the {c['shape']} into a {b['shape']}."}
           for a, b, c in zip(items[:3], items[3:6], items[6:9])]
     pq.write_table(pa.Table.from_pylist(mq), os.path.join(out, "edit_metaquery.parquet"))
+    # UniWorld's layout: paths relative to the row's `folder`, lists per role, `is_edit`
     uni = [{"id": f"uw-{k}", "conversations": [{"from": "human", "value": f"<image> <image_gen_enc> Make it {b['color']}."},
                                                {"from": "gpt", "value": "Sure <image_gen>"}],
-            "image": _bare(a), "image_gen": _bare(b), "image_gen_enc": [_bare(a)]}
+            "image": [_bare(a)], "image_gen": [_bare(b)], "image_gen_enc": [_bare(a)], "is_edit": True,
+            "folder": "images"}
            for k, (a, b) in enumerate(pairs[3:6])]
     _jsonl(os.path.join(out, "uniworld.jsonl"), uni)
 
