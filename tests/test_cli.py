@@ -65,7 +65,7 @@ def test_preview_json_one_dataset(cli):
     sample = out[0]["sample"]
     assert sample["conversations"][1] == {"from": "gpt", "value": "Sure <image_gen>"}
     assert sample["image_gen"].endswith("examples/data/images/03-green-circle.jpg")
-    assert sample["gen_score"] == 5.25
+    assert sample["gen_score"] == [5.25]  # upstream: a list, one score per generation target
 
 
 def test_preview_is_reproducible_and_seed_matters(cli):

@@ -106,7 +106,7 @@ def test_conversion_is_seeded_by_position_and_epoch(tmp_path):
 
 def test_bad_rows_are_skipped_and_counted(tmp_path):
     data = rows(6)
-    data[1]["caption"] = ""
+    data[1]["caption"] = None  # an empty caption is a caption (upstream renders it); a null is not
     data[4]["s3_path"] = None
     r = mixture(tmp_path, "    preprocess_fn: t2i\n", data)
     from lavida_data import Stats
