@@ -5,9 +5,10 @@ row groups (memory bounded), each table is committed in one step (a local rename
 upload) with its import metadata (kind, source, options, counts) in the parquet schema metadata.
 An import writing a folder of tables also writes, last, ``<out>/_import.json``: the kind, the
 source's fingerprint, the options and the tables written (part, path, rows). A rerun for the same
-source and options whose tables are all in place does nothing (``up_to_date``) and prints the
-same mixture entries; for KINDs whose tables are named at run time (one per source) the index
-says which tables to look for.
+source and options whose tables are all in place, with the columns their parts declare now,
+does nothing (``up_to_date``) and prints the same mixture entries (a table written by a version
+with other columns is imported again); for KINDs whose tables are named at run time (one per
+source) the index says which tables to look for.
 """
 
 from __future__ import annotations
@@ -93,15 +94,22 @@ class _PartWriter:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def read_import_meta(uri: str) -> dict | None:
-    """The import metadata of a table written by :func:`run_import`, or None."""
+def _read_footer(uri: str) -> tuple[dict | None, list[tuple[str, pa.DataType]]]:
+    """The import metadata of a table written by :func:`run_import` (or None) and its columns."""
     try:
         with _open(uri, seekable=True) as f:
-            md = pq.ParquetFile(f).metadata.metadata or {}
+            pf = pq.ParquetFile(f)
+            md = pf.metadata.metadata or {}
+            columns = [(c.name, c.type) for c in pf.schema_arrow]
     except (FileNotFoundError, OSError, pa.ArrowInvalid):
-        return None
+        return None, []
     raw = md.get(META_KEY)
-    return json.loads(raw) if raw else None
+    return (json.loads(raw) if raw else None), columns
+
+
+def read_import_meta(uri: str) -> dict | None:
+    """The import metadata of a table written by :func:`run_import`, or None."""
+    return _read_footer(uri)[0]
 
 
 # ----------------------------------------------------------------------------------------- index
@@ -134,7 +142,8 @@ def write_index(out: str, index: dict) -> None:
 
 def _previous(imp: Importer, out: str, fp: dict, options: dict) -> tuple[dict[str, dict], dict] | None:
     """The tables a previous import of the same source with the same options left at ``out``
-    (part -> its metadata) and that import's skip counts; None when any is missing or differs."""
+    (part -> its metadata) and that import's skip counts; None when any is missing or differs,
+    or has other columns than its part declares now (written by an older version)."""
     same = {"kind": imp.kind, "source_fingerprint": fp, "options": options}
     if imp.dynamic_parts:  # which tables: the index says
         index = read_index(out)
@@ -150,9 +159,10 @@ def _previous(imp: Importer, out: str, fp: dict, options: dict) -> tuple[dict[st
         skipped = None
     metas = {}
     for part, rows in wanted.items():
-        meta = read_import_meta(table_uri(out, imp, part))
+        meta, columns = _read_footer(table_uri(out, imp, part))
+        declared = [(f.name, f.type) for f in imp.part(part).schema]
         if (meta is None or any(meta.get(k) != v for k, v in same.items()) or meta.get("part") != part
-                or rows not in (None, meta.get("rows"))):
+                or rows not in (None, meta.get("rows")) or columns != declared):
             return None
         metas[part] = meta
     if skipped is None:

@@ -14,8 +14,10 @@ negative_reason``, the last three ``XXX``-joined), the generations (a tar, or th
 unpacks to) and, optionally, the judge set in LLaVA format (``.json`` array or ``.jsonl`` of
 ``{image, conversations}``). Images are matched by file name. Three tables: ``t2i`` (every
 positive, captioned by its prompt), ``correction`` (positives with their negatives and reasons,
-``;``-joined, for ``preproces_text_to_image_generation_s3_loc`` with ``add_feedback``; a ``;``
-inside a reason becomes ``,`` and is counted as ``reason_semicolon_replaced``) and ``judge``
+``;``-joined, for ``preproces_text_to_image_generation_s3_loc`` with ``no_plan`` and
+``add_feedback``; a ``;`` inside a reason becomes ``,`` and is counted as
+``reason_semicolon_replaced``; ``grounding_text``, which that converter reads even with
+``no_plan``, is null: the release has no layout) and ``judge``
 (``image, prompts, results`` for ``preprocess_reflection_und``: the prompt is taken from the
 human turn ``... based on the following prompt: {prompt} Focus on ...``, the result is the
 answer; several judged pairs in one record become JSON lists).
@@ -62,7 +64,9 @@ from .sources import image_size, iter_members, location, norm, open_binary, read
 T2I = "preproces_text_to_image_generation_s3"
 T2I_SCHEMA = pa.schema([("s3_path", pa.string()), ("caption", pa.string()),
                         ("intHeight", pa.int64()), ("intWidth", pa.int64())])
-CORRECTION_SCHEMA = pa.schema([("s3_path", pa.string()), ("caption", pa.string()),
+#: ``grounding_text`` is always null: Reflect-DiT has no layout, and the entry's ``no_plan`` answers
+#: with the image alone; upstream's converter reads the column whatever its options.
+CORRECTION_SCHEMA = pa.schema([("s3_path", pa.string()), ("caption", pa.string()), ("grounding_text", pa.string()),
                                ("negatives", pa.string()), ("negative_reasons", pa.string())])
 JUDGE_SCHEMA = pa.schema([("image", pa.string()), ("prompts", pa.string()), ("results", pa.string())])
 MULTIREF_SCHEMA = pa.schema([("input_paths", pa.list_(pa.string())), ("output_paths", pa.string()),
@@ -284,7 +288,7 @@ def reflect_dit(source: str, ctx: ImportContext) -> Iterator[Row]:
                 continue
             yield t2i_row(v[0], prompt, v[1], "t2i")
             if pairs:
-                yield Row("correction", {"s3_path": v[0], "caption": prompt,
+                yield Row("correction", {"s3_path": v[0], "caption": prompt, "grounding_text": None,
                                          "negatives": ";".join(p for p, _ in pairs),
                                          "negative_reasons": ";".join(r for _, r in pairs)})
 

@@ -50,10 +50,10 @@ def test_sharegpt_4o_split_tar_through_the_command(cli, tmp_path):
         human("a watercolor fox"), human("a neon sign")]
     e1 = got["sharegpt-4o-edit"][1]
     assert e1["conversations"] == [
-        {"from": "human", "value": "<image> <image_gen_enc> <image> <image_gen_enc> put both in one room"},
+        {"from": "human", "value": "<image> <image_gen_enc> <image> <image_gen_enc>  put both in one room"},
         {"from": "gpt", "value": "Sure <image_gen>"}]
     assert e1["image"] == e1["image_gen_enc"] == [p("input_image/e1_a.png"), p("input_image/e1_b.png")]
-    assert e1["image_gen"] == p("output_image/e1.png") and e1["gen_transform"] == "pad"
+    assert e1["image_gen"] == p("output_image/e1.png") and e1["pad_image_gen"] is True and e1["reweight"] is False
 
 
 @pytest.mark.parametrize("packing", ["zip", "nested-tar", "folder", "s3-folder"])
@@ -125,11 +125,13 @@ def test_gpt_image_edit_one_table_per_source(cli, tmp_path):
         ("gpt-image-edit-ultraedit", "process_gpt_edit")]
     got = round_trip(tmp_path, entries)
     s = got["gpt-image-edit-hqedit"][0]
-    assert s["conversations"][0]["value"] == "<image> <image_gen_enc> make the sky pink"
+    assert s["conversations"] == [  # upstream's template, then a space, then the instruction
+        {"from": "human", "value": "<image> <image_gen_enc>  make the sky pink"},
+        {"from": "gpt", "value": "Sure <image_gen>"}]
     assert s["image"] == [a("hqedit/edit/input/00001.png")] and s["image_gen"] == a("hqedit/edit/output/00001.png")
     assert got["gpt-image-edit-ultraedit"][0]["image_gen"] == a("ultraedit/edit/output/7.png")
     assert [x["conversations"][0]["value"] for x in got["gpt-image-edit-omniedit"]] == [
-        "<image> <image_gen_enc> add a red balloon", "<image> <image_gen_enc> add a small boat"]
+        "<image> <image_gen_enc>  add a red balloon", "<image> <image_gen_enc>  add a small boat"]
 
 
 def test_gpt_image_edit_without_metadata_says_what_it_expected(tmp_path):

@@ -48,6 +48,7 @@ def test_relaion_metadata_joined_to_img2dataset_output(cli, tmp_path, style):
         samples = round_trip(tmp_path, [entry])["relaion"]
         assert [s["conversations"][0]["value"] for s in samples] == [human("a red fox"), human("a blue whale")]
         assert [s["image_gen"] for s in samples] == [str(shard / "000000000.jpg"), str(shard / "000000001.jpg")]
+        assert not any("gen_score" in s or "hpsv2" in s for s in samples)  # no score column: no score
 
 
 def test_relaion_from_img2dataset_output_alone(tmp_path):
@@ -119,7 +120,8 @@ def test_coyo_read_from_s3_images_in_place(cli, tmp_path, s3_bucket):
     assert entry["aes_cutoff"] == 5.5 and entry["preprocess_fn"] == T2I
     [sample] = round_trip(tmp_path, [entry])["coyo"]  # 4.75 is under upstream's cutoff
     assert sample["conversations"][0]["value"] == human("a lighthouse at dusk")
-    assert sample["image_gen"] == f"{uri}/downloads/00000/000000000.jpg" and sample["gen_score"] == 6.25
+    assert sample["image_gen"] == f"{uri}/downloads/00000/000000000.jpg"
+    assert sample["gen_score"] == [6.25] and "hpsv2" not in sample  # upstream's one-element list
 
 
 def test_coyo_images_copied_and_bad_metadata_refused(tmp_path):

@@ -7,13 +7,14 @@ import json
 import os
 import time
 
+import pyarrow.parquet as pq
 import pytest
 
 from lavida_data.converters.common import REFLECTION_HUMAN
 from lavida_data.importers import run_import
 from lavida_data.importers.base import ImportError_
 
-from .helpers import human, image_bytes, import_json, read_table, round_trip, write
+from .helpers import columns, human, image_bytes, import_json, read_table, round_trip, table_meta, write
 from .layouts import blip3o_release, echo_release, reflect_dit_release
 
 
@@ -121,10 +122,14 @@ def test_reflect_dit_csv_generations_and_judge_set(cli, tmp_path, packed):
         {"s3_path": p("p4a.png"), "caption": "three birds", "intHeight": 20, "intWidth": 10},
         {"s3_path": p("p4b.png"), "caption": "three birds", "intHeight": 10, "intWidth": 20},
     ]
+    # grounding_text: read by upstream's ..._s3_loc whatever its options; Reflect-DiT has no layout
+    assert columns(out / "correction.parquet") == ["s3_path", "caption", "grounding_text", "negatives",
+                                                   "negative_reasons"]
     assert sorted(read_table(out / "correction.parquet"), key=lambda r: r["s3_path"]) == [
-        {"s3_path": p("p1.png"), "caption": "a cat on a mat", "negatives": f"{p('n1a.png')};{p('n1b.png')}",
-         "negative_reasons": "the cat is blue, should be orange;no mat"},
-        {"s3_path": p("p3.png"), "caption": "a red car", "negatives": p("n1b.png"), "negative_reasons": "no car"},
+        {"s3_path": p("p1.png"), "caption": "a cat on a mat", "grounding_text": None,
+         "negatives": f"{p('n1a.png')};{p('n1b.png')}", "negative_reasons": "the cat is blue, should be orange;no mat"},
+        {"s3_path": p("p3.png"), "caption": "a red car", "grounding_text": None, "negatives": p("n1b.png"),
+         "negative_reasons": "no car"},
     ]
     assert sorted(read_table(out / "judge.parquet"), key=lambda r: r["prompts"]) == [
         {"image": p("p1.png"), "prompts": json.dumps(["a cat on a mat", "a mat"]),
@@ -139,20 +144,46 @@ def test_reflect_dit_csv_generations_and_judge_set(cli, tmp_path, packed):
     got = round_trip(tmp_path, list(entries.values()))
     assert {s["image_gen"] for s in got["reflect-dit-t2i"]} == {p(n) for n in ("p1.png", "p2.png", "p3.png",
                                                                                "p4a.png", "p4b.png")}
-    for s in got["reflect-dit-correction"]:
-        text = s["conversations"][0]["value"]
-        assert text.startswith("Generate an image with the caption: ")
-        assert "Here are previous attempts and feedback on them:" in text
-        assert s["conversations"][1]["value"] == "Sure <image_gen>"
-        assert set(s["image"]) <= {p("n1a.png"), p("n1b.png")}
-        assert text.count("<image> Feedback: ") == len(s["image"])
-    fb = next(s for s in got["reflect-dit-correction"] if s["image_gen"] == p("p3.png"))
-    assert fb["image"] == [p("n1b.png")] and "<image> Feedback: no car" in fb["conversations"][0]["value"]
+    # upstream's no_plan answer with 1..5 past generations (drawn with repetition) and their feedback
+    reasons = {p("n1a.png"): "the cat is blue, should be orange", p("n1b.png"): "no mat"}
+    by_target = {s["image_gen"]: s for s in got["reflect-dit-correction"]}
+    assert sorted(by_target) == [p("p1.png"), p("p3.png")]
+    cat = by_target[p("p1.png")]
+    assert 1 <= len(cat["image"]) <= 2 and set(cat["image"]) <= set(reasons)
+    feedback = "\n".join(f"Generation {i}: <image>\n Feedback {i}: {reasons[n]}" for i, n in enumerate(cat["image"], 1))
+    assert cat["conversations"] == [
+        {"from": "human", "value": f"{human('a cat on a mat')}.  Please also consider past generations and their "
+                                   f"feedbacks. Do not repeat these errors {feedback}"},
+        {"from": "gpt", "value": "<image_gen>"}]
+    car = by_target[p("p3.png")]
+    assert car["image"] == [p("n1b.png")] and car["conversations"] == [
+        {"from": "human", "value": f"{human('a red car')}.  Please also consider past generations and their "
+                                   "feedbacks. Do not repeat these errors Generation 1: <image>\n Feedback 1: no car"},
+        {"from": "gpt", "value": "<image_gen>"}]
+    assert "do_not_mask_text" not in cat and "do_not_mask_text" not in car
     judged = {s["image"]: s for s in got["reflect-dit-judge"]}
     assert judged[p("j1.png")]["conversations"] == [
         {"from": "human", "value": REFLECTION_HUMAN.format(prompt="a cat on a mat")},
         {"from": "gpt", "value": "The image matches the prompt."}]
     assert judged[p("p1.png")]["conversations"][1]["value"] in ("The cat is blue.", "There is a mat.")
+
+
+def test_table_of_an_older_version_is_imported_again(tmp_path):
+    """A table whose columns differ from its part's (here: a correction table written before
+    ``grounding_text`` was added) is not up to date, whatever its import metadata says."""
+    src, out = tmp_path / "Reflect-DiT", tmp_path / "out"
+    reflect_dit_release(src, packed=False)
+    first = run_import("reflect-dit", str(src), str(out))
+    assert run_import("reflect-dit", str(src), str(out)).up_to_date
+    path = out / "correction.parquet"
+    meta = pq.ParquetFile(path).metadata.metadata
+    old = pq.read_table(path).drop_columns(["grounding_text"]).replace_schema_metadata(meta)
+    pq.write_table(old, path)
+    assert table_meta(path) == table_meta(out / "t2i.parquet") | {"part": "correction",
+                                                                   "rows": first.tables["correction"]["rows"]}
+    again = run_import("reflect-dit", str(src), str(out))
+    assert not again.up_to_date and again.tables == first.tables
+    assert columns(path) == ["s3_path", "caption", "grounding_text", "negatives", "negative_reasons"]
 
 
 def test_reflect_dit_csv_with_other_columns_is_refused(tmp_path):
@@ -198,7 +229,7 @@ def test_echo_4o_images_written_to_s3(cli, tmp_path, s3_bucket):
         human("a glass whale"): f"{base}/Surrel-Fantasy-Image/images/00001.jpg",
         human("three red apples"): f"{base}/Instruction-Following-Image/images/00000.jpg"}
     first = got["echo-4o-multiref"][0]
-    assert first["conversations"][0]["value"] == (
-        "<image> <image_gen_enc> <image> <image_gen_enc> the cat of image 1 on the sofa of image 2")
+    assert first["conversations"][0]["value"] == (  # upstream's template, then a space, then the instruction
+        "<image> <image_gen_enc> <image> <image_gen_enc>  the cat of image 1 on the sofa of image 2")
     assert first["image"] == first["image_gen_enc"] == [f"{mr}/00000_0.jpg", f"{mr}/00000_1.jpg"]
     assert first["image_gen"] == f"{mr}/00000.jpg"
