@@ -39,16 +39,17 @@ def make_batch(tok_dir: str) -> dict:
     t2i = {"conversations": [{"from": "human", "value": "Generate an image: a red bus. [[micro_conds_texts]]"},
                              {"from": "gpt", "value": "<image_gen>"}], "image_gen": "x"}
     t2i = ImageTransform(ICFG)(t2i, {"x": img}, rng)
-    t2i.update(tokenize(t2i["conversations"]))
-    und = tokenize([{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat, sitting."}])
+    t2i.update(tokenize(t2i, rng))
+    und = tokenize({"conversations": [{"from": "human", "value": "<image>\nWhat is it?"},
+                                      {"from": "gpt", "value": "A cat, sitting."}], "image": "y"}, rng)
     pixels, size = siglip_anyres(Image.fromarray((rng.random((60, 100, 3)) * 255).astype(np.uint8)), ICFG)
     und["und_pixels"], und["und_sizes"] = [pixels], [size]
     return collate([t2i, und], tokenize.token_ids.pad)
 
 
 def gen_pixels(batch: dict) -> torch.Tensor:
-    px = batch["gen_pixels"]
-    return px if isinstance(px, torch.Tensor) else torch.stack([p for p in px if p is not None])
+    px = batch["gen_pixels"]  # a list of targets per sample
+    return px if isinstance(px, torch.Tensor) else torch.stack([p for per in px for p in per])
 
 
 def to(batch: dict, device: str) -> dict:
