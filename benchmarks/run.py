@@ -267,7 +267,7 @@ if len(sys.argv) > 3:
 it = iter(loader)
 next(it)
 first = time.perf_counter() - t0
-print(json.dumps({"first_batch_s": first, "imports_s": t0 - t_start, "epoch_size": ds.epoch_size,
+print(json.dumps({"first_batch_s": first, "imports_s": t0 - t_start, "steps": len(ds),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -304,12 +304,8 @@ def bench_startup(work: Path, sizes: tuple[int, int]) -> dict:
 def bench_resume(work: Path, rows: int) -> dict:
     mix, prep = prepared_forty(work / f"forty-{rows}", rows)
     fresh = child(mix, prep)
-    at = int(fresh["epoch_size"] * 0.9) // 8 * 8
-    state = {"epoch": 0, "sample_in_epoch": at, "num_canonical_nodes": None, "shuffle_seed": 7,
-             "initial_physical_nodes": 1}
-    from lavida_data.stream.dataset import LoaderConfig, canonical_nodes
-
-    state["num_canonical_nodes"] = canonical_nodes(LoaderConfig(), fresh["epoch_size"])
+    at = int(fresh["steps"] * 0.9)  # resume at 90% of the epoch's steps
+    state = {"epoch": 0, "step": at}
     resumed = child(mix, prep, state)
     return {"fresh_first_batch_s": fresh["first_batch_s"], "resume_first_batch_s": resumed["first_batch_s"],
             "ratio": resumed["first_batch_s"] / fresh["first_batch_s"], "resume_at": at}

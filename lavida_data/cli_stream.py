@@ -77,19 +77,28 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_order(args: argparse.Namespace) -> int:
     from .cli import _print_json
-    from .stream.order import global_order
+    from .stream.order import global_batches
 
     report = _report(args)
     if not report.valid:
         return 1
-    ids = global_order(report.mixture, report.plans, args.prepared, batch_size=args.batch_size,
-                       world_size=args.world_size, seed=args.seed, epoch=args.epoch)
-    part = ids[args.start: None if args.n is None else args.start + args.n]
+    common = dict(batch_size=args.batch_size, world_size=args.world_size, seed=args.seed, epoch=args.epoch)
+    if args.by_batch:
+        steps = global_batches(report.mixture, report.plans, args.prepared, start=args.start, steps=args.n, **common)
+        if args.json:
+            _print_json(steps)
+        else:
+            for b in steps:
+                print(f"{b['step']}\t{b['group']}\t{len(b['ids'])}\t{' '.join(b['ids'])}")
+        return 0
+    flat = [(b["step"], i) for b in global_batches(report.mixture, report.plans, args.prepared, **common)
+            for i in b["ids"]]
+    part = flat[args.start: None if args.n is None else args.start + args.n]
     if args.json:
-        _print_json(part)
+        _print_json([i for _, i in part])
     else:
-        for k, i in enumerate(part, args.start):
-            print(f"{k}\t{k // args.batch_size}\t{i}")
+        for k, (step, i) in enumerate(part, args.start):
+            print(f"{k}\t{step}\t{i}")
     return 0
 
 
@@ -122,24 +131,30 @@ def cmd_stream(args: argparse.Namespace) -> int:
     loader = build_dataloader(dataset, num_workers=args.workers)
     start = time.perf_counter()
     first = None
-    samples = kept = 0
+    samples = kept = steps = 0
+    groups: dict[str, dict[str, int]] = {}  # per length group: steps and per-device samples
     while samples < args.n:  # as many epochs as it takes
         for batch in loader:
             if first is None:
                 first = time.perf_counter() - start
-            samples += len(batch["ids"]) + len(batch["skipped"])
+            size = len(batch["ids"]) + len(batch["skipped"])
+            samples += size
             kept += len(batch["ids"])
+            steps += 1
+            g = groups.setdefault(batch["group"], {"steps": 0, "samples": 0})
+            g["steps"] += 1
+            g["samples"] += size
             if samples >= args.n:
                 break
     seconds = time.perf_counter() - start
-    out = {"samples": samples, "kept": kept, "seconds": round(seconds, 4),
+    out = {"samples": samples, "kept": kept, "steps": steps, "seconds": round(seconds, 4),
            "samples_per_s": round(samples / seconds, 2) if seconds else None,
            "first_batch_s": round(first, 4) if first is not None else None, "bad": loader.bad_counts(),
-           "tokenized": bool(tokenizer)}
+           "groups": dict(sorted(groups.items())), "tokenized": bool(tokenizer)}
     if args.json:
         _print_json(out)
     else:
-        err.print(f"{samples} samples ({kept} kept) in {seconds:.2f}s: {out['samples_per_s']} samples/s, "
+        err.print(f"{samples} samples ({kept} kept) in {steps} steps, {seconds:.2f}s: {out['samples_per_s']} samples/s, "
                   f"first batch after {out['first_batch_s']}s; bad: {out['bad'] or 'none'}", markup=False)
     return 0
 
@@ -164,11 +179,14 @@ def add_commands(sub: Any) -> None:
     o.add_argument("config")
     o.add_argument("--prepared", required=True)
     o.add_argument("--seed", type=int, help="override the mixture's seed")
-    o.add_argument("--batch-size", type=int, default=1, help="global batch size (per-device batch x world size)")
+    o.add_argument("--batch-size", type=int, default=1,
+                   help="per-device batch size B (a step of length group g: max(int(B x factor_g), 1) per device)")
     o.add_argument("--world-size", type=int, default=1)
     o.add_argument("--epoch", type=int, default=0)
-    o.add_argument("--start", type=int, default=0, help="first sample to list")
-    o.add_argument("-n", type=int, help="how many (default: to the end of the epoch)")
+    o.add_argument("--by-batch", action="store_true",
+                   help="one entry per step: its length group and the ids of its global batch")
+    o.add_argument("--start", type=int, default=0, help="first sample to list (with --by-batch: first step)")
+    o.add_argument("-n", type=int, help="how many samples (with --by-batch: steps); default: to the end of the epoch")
     o.add_argument("--json", action="store_true")
     o.set_defaults(fn=cmd_order)
 

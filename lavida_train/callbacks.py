@@ -14,8 +14,9 @@ from composer.utils import dist
 
 
 class MetricsJsonl(Callback):
-    """Appends ``{batch, loss, text_loss, image_loss, mask_ratio, lr, sample_ids, skipped}`` to
-    ``{save_folder}/metrics.jsonl`` after every batch (sample ids of every rank, rank 0 writes).
+    """Appends ``{batch, epoch, group, loss, text_loss, image_loss, mask_ratio, lr, sample_ids,
+    skipped}`` to ``{save_folder}/metrics.jsonl`` after every batch (``group``: the step's length
+    group; sample ids of every rank, in rank order; rank 0 writes).
     A resumed run appends after the last checkpointed batch, dropping lines of batches that the
     resume replays."""
 
@@ -38,7 +39,7 @@ class MetricsJsonl(Callback):
         losses = dist.all_gather_object({k: last.get(k) for k in ("loss", "text_loss", "image_loss", "mask_ratio")})
         if dist.get_global_rank() != 0:
             return
-        line = {"batch": int(state.timestamp.batch), "epoch": int(state.timestamp.epoch)}
+        line = {"batch": int(state.timestamp.batch), "epoch": int(state.timestamp.epoch), "group": last.get("group")}
         for k in ("loss", "text_loss", "image_loss", "mask_ratio"):
             vals = [x[k] for x in losses if x.get(k) is not None]
             line[k] = sum(vals) / len(vals) if vals else None

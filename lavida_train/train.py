@@ -33,6 +33,7 @@ class Recipe:
     def setup(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
+        self._init_dist()
         self.tokenizer_dir = self._tokenizer()
         self.model_cfg, self.model = self._model()
         self.trainable = self._freeze()
@@ -40,6 +41,15 @@ class Recipe:
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         self.train_data = self._data()
+
+    @staticmethod
+    def _init_dist() -> None:
+        """With several ranks, the process group before setup's barriers and the loader (which
+        the Trainer would only create later; its own call then finds it ready)."""
+        from composer.utils import dist
+
+        if dist.get_world_size() > 1:
+            dist.initialize_dist("gpu" if torch.cuda.is_available() else "cpu")
 
     def _tokenizer(self) -> str:
         cfg = self.cfg
@@ -129,12 +139,22 @@ class Recipe:
         }
         from composer.utils import dist
 
-        per_device = cfg.global_train_batch_size // dist.get_world_size()
+        world = dist.get_world_size()
+        if cfg.global_train_batch_size % world:
+            raise ValueError(f"global_train_batch_size {cfg.global_train_batch_size} is not divisible by the world "
+                             f"size {world}")
+        per_device = cfg.global_train_batch_size // world
+        if cfg.device_train_microbatch_size < per_device:
+            raise ValueError(
+                f"device_train_microbatch_size ({cfg.device_train_microbatch_size}) is below the per-device batch "
+                f"({per_device} = global_train_batch_size / world size): a step's batch is one forward pass, as "
+                "upstream's (no gradient accumulation)")
+        # a step of length group g: max(int(per_device * batch_sizes[g]), 1) samples on every rank
         dataset = build_dataset(cfg.data.mixture, cfg.data.prepared, batch_size=per_device, seed=cfg.seed,
                                 process=process, loader=cfg.data.loader)
         loader = build_dataloader(dataset, num_workers=cfg.data.num_workers)
         return DataSpec(loader, get_num_samples_in_batch=lambda b: len(b["ids"]) + len(b["skipped"]),
-                        split_batch=_no_split)
+                        split_batch=_one_micro_batch)
 
     # -- train ------------------------------------------------------------------------------
     def train(self) -> None:
@@ -183,10 +203,11 @@ class Recipe:
             self.trainer.close()
 
 
-def _no_split(batch: Any, microbatch_size: int) -> list:
-    n = len(batch["ids"]) + len(batch["skipped"])
-    if microbatch_size < n:
-        raise ValueError("device_train_microbatch_size must equal the per-device batch size")
+def _one_micro_batch(batch: Any, microbatch_size: int) -> list:
+    """A step's batch is one micro-batch, whatever its length group's size (upstream runs each
+    step's batch in one forward pass). Every rank has as many samples (kept + skipped) in a step,
+    so Composer's scaling (micro-batch samples / mean samples per rank) is 1 and the loss stays
+    the batch's own mean, as upstream's."""
     return [batch]
 
 

@@ -1,44 +1,61 @@
-"""One ``StreamingDataset`` over a prepared mixture: exact selections, weighted proportions,
-a deterministic global order and exact mid-epoch resumption.
+"""The prepared mixture as a deterministic, resumable stream of training steps.
 
-On top of streaming's partitioning, shuffling, downloading and resumption this class:
+:class:`MixtureDataset` is a torch ``IterableDataset`` that yields one collated batch per
+training step (the DataLoader runs with ``batch_size=None``): the steps of
+:class:`~.mixture.BatchPlan`, one length group per step on every rank, ``max(int(B * factor), 1)``
+samples per rank. DataLoader workers take whole steps round-robin (worker w of n yields steps
+w, w+n, ...; the DataLoader returns them in step order), so the steps are the same for any
+number of workers.
 
-* replaces streaming's per-stream resampling with the mixture's own (``random:N`` is a fixed
-  subset; ``first``/``end`` exact ranges; weights give group shares; see :mod:`.mixture`);
-* gives each sample its place in training, ``position`` = global batch x global batch size +
-  its rank among the sample ids of that global batch, which is the same for any number of
-  workers or ranks, and seeds every random choice of the sample from (seed, epoch, position);
-* processes each sample in the worker; a bad one is yielded as ``{"bad": True, ...}`` so every
-  rank keeps its batch layout (collation drops it and reports it), and counted per dataset and
-  reason; a dataset whose bad fraction passes ``max_bad_fraction`` stops the run.
+Reading samples: one mosaicml-streaming ``StreamingDataset`` over the prepared datasets (one
+stream each, local or ``s3://``) is used for **random access** (``get_item``): it keeps its
+index, its shared per-node shard states, downloads and local caching (``cache_limit`` eviction
+included) and its retries, across worker processes and ranks. Each worker runs a small
+download-ahead thread that prepares the shards of its next ``predownload`` samples. Streaming's
+own iteration is not used: its work partition assumes fixed-size per-rank batches and keeps its
+epoch and resume state in node-wide shared memory behind barriers, while our steps have
+variable sizes and are assigned to workers by us; feeding it our sample ids (overriding
+``_get_work``) would keep all that machinery only to bypass it.
+
+Around that: a sample's place in training, ``position`` (see :mod:`.mixture`), seeds every
+random choice of the sample from (seed, epoch, position); a bad sample is dropped from its batch
+and reported in ``batch["skipped"]`` (never replaced), counted per dataset and reason, and a
+dataset whose bad fraction passes ``max_bad_fraction`` stops the run. ``state_dict`` /
+``load_state_dict`` (which Composer calls with the world-summed samples of the epoch) resume
+exactly mid-epoch; shared memory of killed runs is cleaned at start; local folders are per job.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
+import threading
 from collections import Counter
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import s3
 from ..config import Mixture
 from ..errors import LavidaDataError, SampleError
 from ..plan import DatasetPlan
 from ..shards import join, read_manifest
-from .mixture import StreamPlan, plan_streams, resample
+from .mixture import BatchPlan, StreamPlan, plan_streams
 from .process import SampleProcessor
 from .shm import clean_stale_shared_memory
 
 try:
-    from streaming import StreamingDataset, Stream
+    import torch.utils.data
+    from streaming import Stream, StreamingDataset
 except ImportError as e:  # pragma: no cover
     from ..errors import MissingDependencyError
 
     raise MissingDependencyError("mosaicml-streaming is needed to stream: pip install lavida-data") from e
+
+log = logging.getLogger(__name__)
+STATE_VERSION = 2
 
 
 class LoaderConfig(BaseModel):
@@ -46,32 +63,33 @@ class LoaderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shuffle: bool = True
-    num_canonical_nodes: int | None = Field(
-        None, ge=1, description="the global order depends on it, not on the world size; default: "
-        "canonical_nodes(epoch size), 64 for all but small mixtures")
-    shuffle_algo: str = "py1e"
-    shuffle_block_size: int | None = Field(None, ge=1)
-    partition_algo: str = "orig"
-    epoch_size: int | None = Field(None, ge=1, description="samples per epoch; default: the mixture's natural size")
+    shuffle: bool = Field(True, description="each pass over a length group's rows in a new seeded order "
+                                            "(off: the datasets' order)")
+    epoch_size: int | None = Field(
+        None, ge=1, description="samples per epoch; steps per epoch = epoch_size // (batch x world size). "
+        "Default: the mixture's selected rows (about one pass)")
+    epoch_steps: int | None = Field(None, ge=1, description="steps per epoch (instead of epoch_size)")
     predownload: int | None = Field(
-        None, ge=1, description="samples made ready ahead; default max(8 x batch, 1024): a ready "
-        "thread that falls behind makes the sample loop sleep")
+        None, ge=1, description="samples whose shards each worker prepares ahead; default max(8 x batch, 1024)")
     cache_limit: str | None = None
     cache_dir: str | None = None
     max_bad_fraction: float = Field(0.05, ge=0, le=1)
     min_samples_for_bad_check: int = Field(200, ge=1)
 
+    @model_validator(mode="after")
+    def _one_length(self) -> "LoaderConfig":
+        if self.epoch_size is not None and self.epoch_steps is not None:
+            raise ValueError("give epoch_size (samples) or epoch_steps (steps), not both")
+        return self
 
-def canonical_nodes(cfg: LoaderConfig, epoch_size: int) -> int:
-    """``num_canonical_nodes``: as configured, else 64, fewer (a power of two) for small epochs so
-    that each canonical node holds at least 256 samples."""
-    if cfg.num_canonical_nodes is not None:
-        return cfg.num_canonical_nodes
-    n = 64
-    while n > 1 and epoch_size < n * 256:
-        n //= 2
-    return n
+
+def detect_world(world_size: int | None = None, rank: int | None = None) -> tuple[int, int]:
+    """(world size, rank): as given, else from the launcher's environment (WORLD_SIZE, RANK)."""
+    w = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
+    r = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
+    if w < 1 or not 0 <= r < w:
+        raise LavidaDataError(f"rank {r} is not in a world of {w}")
+    return w, r
 
 
 def job_key() -> str:
@@ -136,106 +154,142 @@ def _shard_size(folder: str) -> int:
     return int(index["shards"][0]["size_limit"]) if index["shards"] else 64 << 20
 
 
-class MixtureDataset(StreamingDataset):
-    """The mixture's prepared datasets as one deterministic, resumable StreamingDataset."""
+class _Prefetch:
+    """A worker's download-ahead thread: prepares the shards of its next ``ahead`` samples."""
+
+    def __init__(self, store: StreamingDataset, ids: Iterable[int], ahead: int):
+        self.store, self.ahead = store, ahead
+        self.consumed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(iter(ids),), daemon=True)
+        self._thread.start()
+
+    def _run(self, ids: Iterator[int]) -> None:
+        done: set[int] = set()
+        issued = 0
+        try:
+            for sample_id in ids:
+                while issued - self.consumed >= self.ahead:
+                    if self._stop.wait(0.01):
+                        return
+                if self._stop.is_set():
+                    return
+                issued += 1
+                shard_id, _ = self.store.spanner[int(sample_id)]
+                if shard_id not in done:
+                    done.add(shard_id)
+                    self.store.prepare_shard(shard_id, blocking=False)
+        except Exception as e:  # the sample read downloads (and reports) whatever this missed
+            log.debug("download-ahead stopped: %s", e)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class MixtureDataset(torch.utils.data.IterableDataset):
+    """The mixture's prepared datasets as training steps: see the module doc."""
 
     def __init__(self, mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared: str, *, batch_size: int,
                  processor: SampleProcessor | None = None, seed: int | None = None,
-                 config: LoaderConfig | None = None):
+                 config: LoaderConfig | None = None, world_size: int | None = None, rank: int | None = None):
         cfg = config or LoaderConfig()
-        if any(f != 1 for f in mixture.batch_sizes.values()):
-            raise LavidaDataError(
-                "batch_sizes factors need batches of one length group with their own size; this loader builds "
-                f"fixed-size mixed batches and will not ignore them: {mixture.batch_sizes}. Remove `batch_sizes` "
-                "(or set every factor to 1) to stream this mixture."
-            )
         if s3.is_s3(prepared) and not os.environ.get("S3_ENDPOINT_URL") and os.environ.get("AWS_ENDPOINT_URL"):
             os.environ["S3_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL"]  # streaming reads this one
         clean_stale_shared_memory()
         self.mixture = mixture
         self.seed = mixture.seed if seed is None else seed
         self.prepared = prepared
+        self.batch_size = batch_size
+        self.world_size, self.rank = detect_world(world_size, rank)
+        self.lavida_config = cfg
         manifests = prepared_manifests(mixture, plans, prepared)
-        self.stream_plans: list[StreamPlan] = plan_streams(
-            mixture, {n: int(m["rows_kept"]) for n, m in manifests.items()}, epoch_size=cfg.epoch_size)
-        for p in self.stream_plans:
-            if p.count == 0:
-                raise LavidaDataError(f"dataset {p.name!r} gets no sample in an epoch: raise epoch_size or its weight")
+        self.stream_plans: list[StreamPlan] = plan_streams(mixture, {n: int(m["rows_kept"]) for n, m in manifests.items()})
         self.processor = processor if processor is not None else SampleProcessor(plans, self.seed)
         from ..shards import RowCodec
 
         self.processor.codecs = {n: RowCodec.from_manifest(m) for n, m in manifests.items()}
-        self.lavida_config = cfg
         streams = []
         for p in self.stream_plans:
             remote, local = _stream_dirs(prepared, p.name, cfg.cache_dir)
-            streams.append(Stream(remote=remote, local=local, choose=p.count))
-        super().__init__(
-            streams=streams, batch_size=batch_size, shuffle=cfg.shuffle, shuffle_seed=self.seed,
-            shuffle_algo=cfg.shuffle_algo, shuffle_block_size=cfg.shuffle_block_size,
-            num_canonical_nodes=canonical_nodes(cfg, sum(p.count for p in self.stream_plans)),
-            partition_algo=cfg.partition_algo,
-            predownload=cfg.predownload or max(8 * batch_size, 1024), cache_limit=cfg.cache_limit,
-            sampling_method="fixed",
-        )
+            streams.append(Stream(remote=remote, local=local))
+        self.predownload = cfg.predownload or max(8 * batch_size, 1024)
+        self.store = StreamingDataset(streams=streams, shuffle=False,
+                                      predownload=self.predownload, cache_limit=cfg.cache_limit)
+        for p, n in zip(self.stream_plans, self.store.samples_per_stream):
+            if int(n) != p.kept:
+                raise LavidaDataError(f"dataset {p.name!r}: the shards hold {int(n)} rows, its manifest {p.kept}: "
+                                      "run `lavida-data prepare` again")
+        self.plan = BatchPlan(mixture, self.stream_plans, self.store.sample_offset_per_stream, seed=self.seed,
+                              batch_size=batch_size, world_size=self.world_size, epoch_size=cfg.epoch_size,
+                              epoch_steps=cfg.epoch_steps, shuffle=cfg.shuffle)
         self.names = [p.name for p in self.stream_plans]
-        self._positions = np.zeros(0, np.int64)
-        self._epoch = 0
-        self._index = -1
+        tok = self.processor._tokenize
+        self.pad_id = tok.token_ids.pad if tok is not None else None
+        # where the next iteration starts, and the iteration under way (kept in the main process)
+        self._next = (0, 0)
+        self._epoch: int | None = None
+        self._start = 0
+        self._done = False  # every step of the iteration's epoch was handed out
+        self._active = False
+        self._handoff: tuple[int, int] | None = None
         self.seen: Counter = Counter()
         self.bad: dict[str, Counter] = {}
 
-    # -- the epoch's samples ----------------------------------------------------------------
-    def resample_streams(self, epoch: int, stream_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        which = range(self.num_streams) if stream_id is None else [stream_id]
-        sizes = [self.samples_per_shard[self.shard_offset_per_stream[i] + np.arange(self.shards_per_stream[i])]
-                 for i in which]
-        return resample([self.stream_plans[i] for i in which], sizes, self.seed, epoch,
-                        [int(self.sample_offset_per_stream[i]) for i in which])
+    def __len__(self) -> int:
+        """Steps per epoch: each rank's batches of one epoch."""
+        return self.plan.steps_per_epoch
 
-    def _get_work(self, epoch: int, sample_in_epoch: int) -> np.ndarray:
-        # streaming 0.13's _get_work, keeping the whole epoch to place this worker's samples
-        from filelock import FileLock
-        from streaming.base.batching import generate_work
+    @property
+    def epoch(self) -> int:
+        """The epoch of the iteration under way (or the next one, before any)."""
+        return self._next[0] if self._epoch is None else self._epoch
 
-        if not hasattr(self._shared_barrier, "lock"):
-            self._shared_barrier.lock = FileLock(self._shared_barrier.filelock_path)
-        u_world, p_world = self._unique_worker_world, self._parallel_worker_world
-        if u_world.is_local_leader:
-            work = generate_work(self.batching_method, self, p_world, epoch, sample_in_epoch)
-            shape_shm, data_shm = self._share_work(work)
-            self._shared_barrier(u_world.workers_per_node)
-        else:
-            self._shared_barrier(u_world.workers_per_node)
-            work, shape_shm, data_shm = self._attach_work()
-        mine = work[p_world.node, p_world.rank_of_node, p_world.worker_of_rank].flatten()
-        self._positions = global_positions(work, p_world.node, p_world.rank_of_node, p_world.worker_of_rank,
-                                           sample_in_epoch)
-        self._epoch = epoch
-        self._shared_barrier(u_world.workers_per_node)
-        shape_shm.cleanup()
-        if data_shm is not None:
-            data_shm.cleanup()
-        return mine
+    # -- iteration ----------------------------------------------------------------------------------
+    def begin_epoch(self) -> tuple[int, int]:
+        """Start the next iteration: (epoch, first step). Called in the main process."""
+        epoch, start = self._next
+        self._epoch, self._start, self._done = epoch, start, False
+        self._next = (epoch + 1, 0)
+        return epoch, start
 
-    def _each_sample_id(self, it) -> Iterator[int]:  # remember which slot is being yielded
-        for sample_id in super()._each_sample_id(it):
-            self._index = it.yield_index
-            yield sample_id
-
-    def stream_of(self, sample_id: int) -> int:
-        return int(np.searchsorted(self.sample_offset_per_stream, sample_id, side="right") - 1)
+    def end_epoch(self) -> None:
+        self._done, self._active = True, False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for raw in super().__iter__():
-            position = int(self._positions[self._index])
-            name = self.names[self.stream_of(int(self._iterator.sample_ids[self._index]))]
-            yield self._process(name, raw, position)
+        handoff, self._handoff = self._handoff, None
+        epoch, start = handoff if handoff is not None else self.begin_epoch()
+        return self._steps(epoch, start)
 
-    def _process(self, name: str, raw: Mapping[str, Any], position: int) -> dict:
+    def worker_steps(self, start: int) -> range:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return range(start + worker, self.plan.steps_per_epoch, workers)
+
+    def _upcoming(self, epoch: int, steps: range) -> Iterator[int]:
+        for s in steps:
+            yield from self.plan.rank_batch(epoch, s, self.rank)[1].tolist()
+
+    def _steps(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
+        steps = self.worker_steps(start)
+        prefetch = _Prefetch(self.store, self._upcoming(epoch, steps), self.predownload)
+        try:
+            for s in steps:
+                gi, ids, positions = self.plan.rank_batch(epoch, s, self.rank)
+                items = []
+                for sample_id, stream, position in zip(ids.tolist(), self.plan.stream_of(ids).tolist(),
+                                                       positions.tolist()):
+                    items.append(self._process(self.names[stream], self.store[sample_id], epoch, position))
+                    prefetch.consumed += 1
+                batch = collate_samples(items, self.pad_id)
+                batch["step"], batch["group"] = s, self.plan.groups[gi].name
+                yield batch
+        finally:
+            prefetch.stop()
+
+    def _process(self, name: str, raw: Mapping[str, Any], epoch: int, position: int) -> dict:
         self.seen[name] += 1
         try:
-            return self.processor(name, raw, self._epoch, position)
+            return self.processor(name, raw, epoch, position)
         except SampleError as e:
             reason, message = e.reason, str(e)
         bad = self.bad.setdefault(name, Counter())
@@ -250,23 +304,55 @@ class MixtureDataset(StreamingDataset):
         return {"bad": True, "id": f"{name}:{int(raw['row_index'])}", "dataset": name, "reason": reason,
                 "position": position}
 
+    # -- resumption -----------------------------------------------------------------------------------
+    def state_at(self, epoch: int, step: int) -> dict[str, Any]:
+        """The state that resumes at ``step`` of ``epoch`` (the end of an epoch: the next one's start)."""
+        if step >= self.plan.steps_per_epoch:
+            epoch, step = epoch + 1, 0
+        return {"version": STATE_VERSION, "epoch": epoch, "step": step,
+                "sample_in_epoch": int(self.plan.layout(epoch).start[step]), "seed": self.seed,
+                "global_batch": self.batch_size * self.world_size}
 
-def global_positions(work: np.ndarray, node: int, rank: int, worker: int, sample_in_epoch: int) -> np.ndarray:
-    """Each of one worker's slots' place in the epoch's global order.
+    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
+        """Composer's call: ``num_samples`` samples of the epoch were trained (summed over ranks),
+        counted from its start (``from_beginning``) or from where this run's iteration began."""
+        if self._epoch is None:
+            epoch, origin = self._next
+        elif self._done and num_samples == 0:  # the epoch ended; Composer's count starts again
+            return self.state_at(*self._next)
+        else:
+            epoch, origin = self._epoch, self._start
+        lay = self.plan.layout(epoch)
+        samples = int(num_samples) if from_beginning else int(lay.start[origin]) + int(num_samples)
+        return self.state_at(epoch, lay.step_at(samples))
 
-    ``work`` is streaming's epoch layout [nodes, ranks, workers, batches, batch]. A rank's k-th
-    batch comes from worker ``k % workers``; global batch ``g`` is the k = g batches of every
-    rank. Within a global batch, samples are ranked by sample id (padding, -1, last), which does
-    not depend on how the batch is split over ranks.
-    """
-    nodes, ranks, workers, batches, size = work.shape
-    per_global = nodes * ranks * size
-    # [workers, batches, nodes*ranks*size]: the content of global batch g = b * workers + w
-    content = work.transpose(2, 3, 0, 1, 4).reshape(workers, batches, per_global)
-    key = np.where(content < 0, np.iinfo(np.int64).max, content)
-    order = np.argsort(key, axis=-1, kind="stable")
-    rank_in_batch = np.empty_like(order)
-    np.put_along_axis(rank_in_batch, order, np.arange(per_global)[None, None, :], axis=-1)
-    mine = rank_in_batch[worker, :, (node * ranks + rank) * size : (node * ranks + rank + 1) * size]
-    g = np.arange(batches)[:, None] * workers + worker
-    return (sample_in_epoch + g * per_global + mine).reshape(-1)
+    def load_state_dict(self, obj: Mapping[str, Any]) -> None:
+        """Resume at the state's step at the next iteration (before any iteration began)."""
+        if self._active:
+            raise LavidaDataError(
+                "load_state_dict() after iteration began: the workers already hold their work for this epoch. "
+                "Load the state before the first batch (or build a new loader)."
+            )
+        epoch = int(obj["epoch"])
+        if "step" in obj:
+            step = int(obj["step"])
+            if obj.get("global_batch") not in (None, self.batch_size * self.world_size):
+                log.warning("resuming a run of global batch %s with global batch %s: from step %d of epoch %d",
+                            obj["global_batch"], self.batch_size * self.world_size, step, epoch)
+        else:  # a state that only counts samples
+            step = self.plan.layout(epoch).step_at(int(obj["sample_in_epoch"]))
+        if step >= self.plan.steps_per_epoch:
+            epoch, step = epoch + 1, 0
+        self._next = (epoch, step)
+        self._epoch, self._done = None, False
+
+
+def collate_samples(items: list[Mapping[str, Any]], pad_id: int | None) -> dict:
+    """Tokenized samples are padded into tensors; untokenized ones are kept as a list."""
+    if pad_id is not None:
+        from ..transforms.collate import collate
+
+        return collate(items, pad_id)
+    skipped = [{"id": i.get("id"), "dataset": i.get("dataset"), "reason": i.get("reason")} for i in items if i.get("bad")]
+    kept = [dict(i) for i in items if not i.get("bad")]
+    return {"ids": [i["id"] for i in kept], "skipped": skipped, "samples": kept}

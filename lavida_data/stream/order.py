@@ -1,54 +1,64 @@
-"""The global sample order of a prepared mixture, computed without decoding a sample.
+"""The training order of a prepared mixture, computed without decoding a sample.
 
-It replays what :class:`MixtureDataset` does in its workers (the mixture's resampling, then
-streaming's partition and shuffle) for a given global batch size and world size, and lists each
-global batch's sample ids in canonical order (by sample id), so that global batch ``i`` is
-entries ``[i*B, (i+1)*B)`` whatever the world size.
+It builds the same :class:`~.mixture.BatchPlan` as :class:`~.dataset.MixtureDataset` (from the
+manifests and the MDS indexes alone) and lists each step's global batch: its group and the ids
+(``<dataset>:<row>``) in order, rank r's share being the r-th contiguous slice. The flat order is
+the concatenation of the steps' global batches: the index of a sample in it is its *position*.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..config import Mixture
-from ..errors import LavidaDataError
 from ..plan import DatasetPlan
 from ..shards import join, read_rows, shard_sizes
-from .mixture import plan_streams, resample
+from .mixture import BatchPlan, plan_streams
+
+
+def batch_plan(mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared: str, *, batch_size: int,
+               world_size: int = 1, seed: int | None = None, config=None) -> BatchPlan:
+    """The plan a loader of per-device ``batch_size`` on ``world_size`` ranks follows."""
+    from .dataset import LoaderConfig, prepared_counts
+
+    cfg = config or LoaderConfig()
+    if not isinstance(cfg, LoaderConfig):
+        cfg = LoaderConfig.model_validate(cfg)
+    streams = plan_streams(mixture, prepared_counts(mixture, plans, prepared))
+    counts = [sum(shard_sizes(join(prepared, p.name))) for p in streams]
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return BatchPlan(mixture, streams, offsets, seed=mixture.seed if seed is None else seed, batch_size=batch_size,
+                     world_size=world_size, epoch_size=cfg.epoch_size, epoch_steps=cfg.epoch_steps,
+                     shuffle=cfg.shuffle)
+
+
+def global_batches(mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared: str, *, batch_size: int,
+                   world_size: int = 1, seed: int | None = None, epoch: int = 0, config=None, start: int = 0,
+                   steps: int | None = None) -> list[dict[str, Any]]:
+    """Steps ``[start, start + steps)`` of an epoch (default: to its end) as ``{"step", "group",
+    "ids"}``, ``ids`` the step's global batch in order. ``batch_size`` is per device."""
+    plan = batch_plan(mixture, plans, prepared, batch_size=batch_size, world_size=world_size, seed=seed,
+                      config=config)
+    stop = plan.steps_per_epoch if steps is None else min(plan.steps_per_epoch, start + steps)
+    rows = [read_rows(join(prepared, p.name)) for p in plan.streams]
+    out = []
+    for step in range(start, stop):
+        gi, ids, _ = plan.global_batch(epoch, step)
+        stream = plan.stream_of(ids)
+        names = [f"{plan.streams[s].name}:{int(rows[s][i - plan.offsets[s]])}"
+                 for s, i in zip(stream.tolist(), ids.tolist())]
+        out.append({"step": step, "group": plan.groups[gi].name, "ids": names})
+    return out
 
 
 def global_order(mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared: str, *, batch_size: int,
                  world_size: int = 1, workers: int = 1, seed: int | None = None, epoch: int = 0,
                  config=None) -> list[str]:
-    """Every sample id (``<dataset>:<row>``) of one epoch, in training order."""
-    from streaming.base.partition import get_partitions
-    from streaming.base.shuffle import get_shuffle
+    """Every sample id (``<dataset>:<row>``) of one epoch, in training order (index = position).
 
-    from .dataset import LoaderConfig, canonical_nodes, prepared_counts
-
-    cfg = config or LoaderConfig()
-    seed = mixture.seed if seed is None else seed
-    if batch_size % world_size:
-        raise LavidaDataError(f"the global batch size {batch_size} is not divisible by the world size {world_size}")
-    streams = plan_streams(mixture, prepared_counts(mixture, plans, prepared), epoch_size=cfg.epoch_size)
-    sizes = [shard_sizes(join(prepared, p.name)) for p in streams]
-    units, small_per_big = resample(streams, sizes, seed, epoch)
-    epoch_size = int(sum(p.count for p in streams))
-    ncn = canonical_nodes(cfg, epoch_size)
-    big = get_partitions(cfg.partition_algo, epoch_size, ncn, 1, world_size, workers,
-                         batch_size // world_size, 0)
-    if cfg.shuffle:
-        block = cfg.shuffle_block_size or max(4_000_000 // ncn, 1 << 18)
-        shuffle = get_shuffle(cfg.shuffle_algo, units, ncn, seed, epoch, block)
-        big = np.where(big != -1, shuffle[big], -1)
-    work = np.where(big != -1, small_per_big[big], -1)
-    nodes, ranks, wk, batches, size = work.shape
-    content = work.transpose(3, 2, 0, 1, 4).reshape(batches * wk, nodes * ranks * size)
-    content = np.sort(np.where(content < 0, np.iinfo(np.int64).max, content), axis=-1).reshape(-1)
-    ids = content[content != np.iinfo(np.int64).max]
-    offsets = np.concatenate([[0], np.cumsum([sum(s) for s in sizes])])
-    stream = np.searchsorted(offsets, ids, side="right") - 1
-    rows = [read_rows(join(prepared, p.name)) for p in streams]
-    return [f"{streams[s].name}:{int(rows[s][i - offsets[s]])}" for s, i in zip(stream.tolist(), ids.tolist())]
+    ``batch_size`` is per device; the order does not depend on ``workers`` (kept for callers)."""
+    del workers
+    return [i for b in global_batches(mixture, plans, prepared, batch_size=batch_size, world_size=world_size,
+                                      seed=seed, epoch=epoch, config=config) for i in b["ids"]]

@@ -98,7 +98,6 @@ def test_stage_mixture_validates(name):
     cfg = load_stage(stage_file(name))
     report = validate_file(cfg.data.mixture)
     assert report.valid, report.errors
-    assert not report.mixture.batch_sizes  # the loader takes one batch size for every group
 
 
 def test_config_round_trips():

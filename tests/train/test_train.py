@@ -104,6 +104,45 @@ def test_kill_and_resume_equals_an_uninterrupted_run(prepared, tmp_path):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-6, abs=1e-7), (x["batch"], x["loss"], y["loss"])
 
 
+@pytest.fixture(scope="module")
+def with_factors(tmp_path_factory):
+    """s1-gnd's mixture with ``batch_sizes: {grounding: 0.5}``, prepared."""
+    root = tmp_path_factory.mktemp("factors")
+    text = (ROOT / "examples" / "stages" / "mixtures" / "s1-gnd.yaml").read_text()
+    text = text.replace("../../data", str(ROOT / "examples" / "data")).replace(
+        "weights:", "batch_sizes: {grounding: 0.5}\nweights:", 1)
+    (root / "s1f.yaml").write_text(text)
+    report = validate_file(root / "s1f.yaml")
+    assert report.valid, report.errors
+    prepare(report.plans.values(), str(root / "s1-gnd"))
+    return root
+
+
+def test_length_group_batch_sizes_train_and_resume_exactly(with_factors, tmp_path):
+    """One length group per step, with its own batch size (grounding: 4 x 0.5 = 2 per device);
+    a run killed mid-epoch resumes from Composer's sample count to the same steps and losses."""
+    common = ("max_duration=6ba", "save_interval=3ba", "global_train_batch_size=4", "device_train_microbatch_size=4",
+              f"data.mixture={with_factors / 's1f.yaml'}")
+    whole = tmp_path / "whole"
+    launch("s1-gnd", with_factors, whole, *common)
+    group_of = {"mammoth-si": "und", "visualwebinstruct": "und", "grandf": "grounding", "refcoco": "grounding"}
+    lines = metrics(whole)
+    assert {m["group"] for m in lines} == {"und", "grounding"}
+    for m in lines:
+        ids = m["sample_ids"] + [s["id"] for s in m["skipped"]]
+        assert {group_of[i.split(":")[0]] for i in ids} == {m["group"]}
+        assert len(ids) == {"und": 4, "grounding": 2}[m["group"]]
+    resumed = tmp_path / "resumed"
+    killed = launch("s1-gnd", with_factors, resumed, *common, env={"LAVIDA_DIE_AT_BATCH": "5"}, check=False)
+    assert killed.returncode != 0
+    launch("s1-gnd", with_factors, resumed, *common)  # autoresume from batch 3
+    a, b = metrics(whole), metrics(resumed)
+    assert [m["batch"] for m in b] == [1, 2, 3, 4, 5, 6]
+    assert [m["sample_ids"] for m in a] == [m["sample_ids"] for m in b]
+    for x, y in zip(a, b):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-6, abs=1e-7), (x["batch"], x["loss"], y["loss"])
+
+
 def test_loss_falls_when_one_batch_repeats(prepared, tmp_path):
     from lavida_train.config import load_stage
     from lavida_train.train import Recipe
