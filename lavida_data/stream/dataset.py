@@ -41,6 +41,8 @@ from .. import s3
 from ..config import Mixture
 from ..errors import LavidaDataError, SampleError
 from ..plan import DatasetPlan
+from ..rng import sample_np_rng
+from ..transforms.collate import extra_pad
 from ..shards import join, read_manifest
 from .mixture import BatchPlan, StreamPlan, plan_streams
 from .process import SampleProcessor
@@ -75,6 +77,8 @@ class LoaderConfig(BaseModel):
     cache_dir: str | None = None
     max_bad_fraction: float = Field(0.05, ge=0, le=1)
     min_samples_for_bad_check: int = Field(200, ge=1)
+    extra_pad: bool = Field(True, description="upstream's random extra padding: each step's batch is padded "
+                            "randint(-128, 128) columns further when positive, drawn from (seed, epoch, step)")
 
     @model_validator(mode="after")
     def _one_length(self) -> "LoaderConfig":
@@ -280,7 +284,9 @@ class MixtureDataset(torch.utils.data.IterableDataset):
                                                        positions.tolist()):
                     items.append(self._process(self.names[stream], self.store[sample_id], epoch, position))
                     prefetch.consumed += 1
-                batch = collate_samples(items, self.pad_id)
+                extra = extra_pad(sample_np_rng(self.seed, epoch, s, salt="collate")) \
+                    if self.lavida_config.extra_pad else 0
+                batch = collate_samples(items, self.pad_id, extra)
                 batch["step"], batch["group"] = s, self.plan.groups[gi].name
                 yield batch
         finally:
@@ -347,12 +353,13 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         self._epoch, self._done = None, False
 
 
-def collate_samples(items: list[Mapping[str, Any]], pad_id: int | None) -> dict:
-    """Tokenized samples are padded into tensors; untokenized ones are kept as a list."""
+def collate_samples(items: list[Mapping[str, Any]], pad_id: int | None, extra: int = 0) -> dict:
+    """Tokenized samples are padded into tensors (``extra`` > 0 pad columns beyond the longest);
+    untokenized ones are kept as a list."""
     if pad_id is not None:
         from ..transforms.collate import collate
 
-        return collate(items, pad_id)
+        return collate(items, pad_id, extra_pad=extra)
     skipped = [{"id": i.get("id"), "dataset": i.get("dataset"), "reason": i.get("reason")} for i in items if i.get("bad")]
     kept = [dict(i) for i in items if not i.get("bad")]
     return {"ids": [i["id"] for i in kept], "skipped": skipped, "samples": kept}

@@ -218,10 +218,19 @@ def test_tokenized_batches_carry_ids_and_repeats_differ(demo, tokenizer):
     loader = loader_for(demo, workers=2, process=process)
     seen = {}
     n = 0
+    from lavida_data.rng import sample_np_rng
+    from lavida_data.transforms.collate import extra_pad
+
+    widened = 0
     for batch in loader:
         n += len(batch["ids"])
         assert batch["input_ids"].shape[0] == len(batch["ids"]) == batch["labels"].shape[0]
         assert batch["input_ids"].shape == batch["attention_mask"].shape
+        if batch["ids"]:  # upstream's extra padding, drawn from (seed, epoch, step)
+            extra = extra_pad(sample_np_rng(demo[0].mixture.seed, 0, batch["step"], salt="collate"))
+            assert batch["input_ids"].shape[1] == int(batch["lengths"].max()) + max(extra, 0)
+            assert (batch["labels"][:, int(batch["lengths"].max()):] == -100).all()
+            widened += extra > 0
         for i, sid in enumerate(batch["ids"]):
             text = batch["input_ids"][i, : batch["lengths"][i]].tolist()
             seen.setdefault(sid, []).append(text)
@@ -229,6 +238,10 @@ def test_tokenized_batches_carry_ids_and_repeats_differ(demo, tokenizer):
     # coyo-recap is dup:2 with a caption column drawn per sample: its repeats are transformed apart
     repeats = [v for k, v in seen.items() if k.startswith("coyo-recap:") and len(v) > 1]
     assert repeats and any(a != b for a, b in repeats)
+    assert widened > 0
+    plain = loader_for(demo, workers=0, process=process, loader={"extra_pad": False})
+    batch = next(iter(plain))
+    assert batch["input_ids"].shape[1] == int(batch["lengths"].max())
 
 
 def test_bad_samples_are_skipped_counted_and_limited(demo, tmp_path):
