@@ -43,13 +43,14 @@ def test_preview_page_shows_the_images_beside_the_text(cli, tmp_path):
     html = page.read_text()
     assert "file://" not in html and html.count("<img ") == 3  # image, image_gen, image_gen_enc
     shot = screenshot(page, tmp_path / "shot.png", tmp_path)
-    # gpt-edit's first sample (row 1 with the example seed) turns a red triangle into a green circle
+    # gpt-edit's first sample (row 0: `random:N` takes upstream's rows, in table order) turns a red
+    # circle into a red square
     red = count_near(shot, (220, 40, 40))
     green = count_near(shot, (40, 170, 70))
-    # two red triangles (image, image_gen_enc) of ~2900 pixels each, one green circle of ~4600
-    assert 5000 < red < 7000 and 4000 < green < 5500, (red, green)
+    # two red circles (image, image_gen_enc) of ~4600 pixels each, one red square of ~5600
+    assert 13000 < red < 16500 and green < 200, (red, green)
     # the conversation is rendered as text beside the images, not as raw markup
-    assert "Turn the red triangle into a green circle." in html and "&lt;image_gen_enc&gt;" in html
+    assert "Turn the red circle into a red square." in html and "&lt;image_gen_enc&gt;" in html
 
 
 def test_an_unreadable_image_is_shown_as_missing(cli, tmp_path, examples_copy):
