@@ -6,8 +6,8 @@ rank, and takes that step's per-device batch from it: ``max(int(B * factor), 1)`
 per-device batch size, ``factor`` the group's ``batch_sizes`` entry, default 1). This module
 does the same, deterministically and for any world size or worker count:
 
-* **Selections.** ``first:N``/``end:N`` exact row ranges, ``random:N`` a subset fixed by the
-  mixture's seed (the same rows every epoch, as upstream), ``dup:N`` every selected row N times
+* **Selections.** ``first:N``/``end:N`` exact row ranges, ``random:N`` upstream's subset
+  (pandas' ``sample(n, random_state=42)`` rows, the same every epoch), ``dup:N`` every selected row N times
   (:func:`plan_streams`). A group's *pool* is the concatenation of its datasets' selections.
 * **The group of step s of epoch e** comes from a counter-based generator keyed by (seed, e)
   at counter s: a pure function of (seed, epoch, step), never global state, and the same on
