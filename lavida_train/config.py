@@ -7,18 +7,25 @@ A stage file is YAML (see ``examples/stages/*.yaml``)::
     model: {...}                    # lavida_train.model.config.ModelConfig
     data: {mixture, prepared, eval_mixture, num_workers, loader}
     train: {trainable, time_policy, text_loss, turns, max_length, image_size, ...}
-    optimizer: {betas, eps, weight_decay}           # AdamW
+    optimizer: {betas, eps, weight_decay, max_grad_norm}   # AdamW, gradients clipped at 1.0
     schedule: {warmup, alpha_f}                     # cosine with linear warm-up
     precision: amp_bf16
+    tf32: true
     parallelism: {fsdp: {...}}                      # Composer's parallelism_config
-    device_train_microbatch_size: 2
-    global_train_batch_size: 128
-    max_duration: 10000ba
-    save_folder: ../../out/s2-256
+    device_train_microbatch_size: 2                 # upstream's per_device_train_batch_size
+    global_train_batch_size: null                   # default: 2 x world size (no accumulation)
+    max_duration: 300000ba
+    save_folder: ../../out/stages/s2-256
     save_interval: 500ba
-    save_num_checkpoints_to_keep: -1
+    save_num_checkpoints_to_keep: 2
     autoresume: true
-    init_from: ../../out/s1-gnd/latest-rank0.pt
+    init_from: ../../out/stages/s1-gnd/latest-rank0.pt
+
+Batches. ``device_train_microbatch_size`` B is one forward pass's batch before the length
+group's factor, upstream's ``per_device_train_batch_size``; a step of length group g runs
+``max(int(B * f_g), 1)`` samples per device per forward pass. ``global_train_batch_size``
+defaults to B x world size (one forward pass per optimizer step, as upstream's scripts); a
+multiple k of that accumulates gradients over k forward passes (:func:`batch_plan`).
 
 Unknown keys are errors at every level. :func:`load_stage` reads a file, applies command-line
 overrides (:mod:`lavida_train.overrides`) and reports every problem at once as a
@@ -114,6 +121,9 @@ class DataConfig(Strict):
     eval_mixture: str | None = Field(None, description="a mixture to evaluate on, prepared into `prepared` too")
     num_workers: int = Field(8, ge=0, description="DataLoader workers per rank")
     loader: LoaderConfig = Field(default_factory=LoaderConfig, description="lavida-data's loader settings")
+    anyres_pad_base: bool = Field(
+        False, description="understanding images' first anyres crop padded to a square before resizing "
+        "(upstream's DEBUG_FIX_PADDING=1, exported by base.sh: s1, s2-1024, s3)")
 
 
 class TrainConfig(Strict):
@@ -141,11 +151,14 @@ class TrainConfig(Strict):
 
 
 class OptimizerConfig(Strict):
-    """AdamW (learning rates come from ``train.trainable``)."""
+    """AdamW (learning rates come from ``train.trainable``); the defaults are upstream's (the
+    Hugging Face Trainer's ``adamw_torch``, ``max_grad_norm`` 1.0)."""
 
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="clip the gradients' global L2 norm to this before each step; null: no clipping")
 
 
 class ScheduleConfig(Strict):
@@ -219,11 +232,16 @@ class StageConfig(Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     precision: Literal["fp32", "amp_bf16", "amp_fp16"] = "amp_bf16"
+    tf32: bool = Field(True, description="TF32 matmuls and convolutions on GPUs that have them (upstream: --tf32 True)")
     parallelism: Parallelism | None = Field(
         None, description="e.g. {fsdp: {sharding_strategy: FULL_SHARD, activation_checkpointing: true}}; "
         "after validation the dict Composer takes (every FSDP option filled in), or None")
-    device_train_microbatch_size: int = Field(2, gt=0, description="samples per device per forward pass")
-    global_train_batch_size: int = Field(gt=0, description="samples per optimizer step, over all ranks")
+    device_train_microbatch_size: int = Field(
+        2, gt=0, description="samples per device per forward pass before the length group's batch factor "
+        "(upstream's per_device_train_batch_size)")
+    global_train_batch_size: int | None = Field(
+        None, gt=0, description="samples per optimizer step over all ranks (before batch factors); default "
+        "device_train_microbatch_size x world size; a multiple k of that accumulates k forward passes")
     max_duration: Duration = Field(description="length of the run: '6ba', '1ep', '2000sp'")
     save_folder: str = Field(description="checkpoints (folder or s3://); Composer's {run_name} is allowed")
     save_interval: Duration = "500ba"
@@ -234,9 +252,9 @@ class StageConfig(Strict):
 
     @field_validator("global_train_batch_size")
     @classmethod
-    def _global_batch(cls, v: int, info: ValidationInfo) -> int:
+    def _global_batch(cls, v: int | None, info: ValidationInfo) -> int | None:
         micro = info.data.get("device_train_microbatch_size")
-        if isinstance(micro, int) and v % micro:
+        if v is not None and isinstance(micro, int) and v % micro:
             raise ValueError(f"{v} is not a multiple of device_train_microbatch_size ({micro})")
         return v
 
@@ -253,6 +271,36 @@ class StageConfig(Strict):
             keep = {k: model[k] for k in ("activation_checkpointing",) if k in model}
             data = {**data, "model": {**tiny, **keep, **unknown}}
         return data
+
+
+class BatchPlan(Strict):
+    """How a stage's batch is formed on ``world`` ranks (see the module doc, "Batches")."""
+
+    micro: int = Field(description="samples per device per forward pass, before the group's factor (B)")
+    accumulation: int = Field(description="forward passes per optimizer step (k)")
+    world: int
+    global_batch: int = Field(description="samples per optimizer step over all ranks, before factors")
+
+    @property
+    def per_device(self) -> int:
+        """The loader's per-device batch before factors: B x k (a step of group g holds
+        ``max(int(B * k * f_g), 1)`` samples per device, run in up to k forward passes)."""
+        return self.micro * self.accumulation
+
+
+def batch_plan(cfg: "StageConfig", world: int) -> BatchPlan:
+    """The batch plan of ``cfg`` on ``world`` ranks; raises :class:`ConfigError` (field
+    ``global_train_batch_size``) when the global batch is not a multiple of B x world."""
+    micro = cfg.device_train_microbatch_size
+    one_pass = micro * world
+    total = one_pass if cfg.global_train_batch_size is None else cfg.global_train_batch_size
+    if total % one_pass:
+        raise ConfigError([Issue(
+            f"global_train_batch_size {total} is not a multiple of device_train_microbatch_size x world size "
+            f"= {micro} x {world} = {one_pass}: leave it out ({one_pass}, one forward pass per step, as upstream) "
+            f"or set a multiple k x {one_pass} to accumulate k forward passes per step",
+            field="global_train_batch_size")])
+    return BatchPlan(micro=micro, accumulation=total // one_pass, world=world, global_batch=total)
 
 
 def resolve_model(model: ModelConfig) -> ModelConfig:
@@ -405,6 +453,6 @@ def load_stage(path: str | os.PathLike, overrides: Iterable[str] = ()) -> StageC
 
 __all__ = [
     "STAGES", "GROUPS", "PATH_FIELDS", "DataConfig", "TrainConfig", "OptimizerConfig", "ScheduleConfig",
-    "FSDPOptions", "ParallelismOptions", "StageConfig", "resolve_model", "resolve_path", "validate_stage",
-    "load_stage", "label",
+    "FSDPOptions", "ParallelismOptions", "StageConfig", "BatchPlan", "batch_plan", "resolve_model", "resolve_path",
+    "validate_stage", "load_stage", "label",
 ]

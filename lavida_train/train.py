@@ -1,11 +1,17 @@
 """Train one LaViDa-O stage: ``composer -n N -m lavida_train.train STAGE.yaml [a.b=value ...]``.
 
-A recipe that reads top to bottom: ``setup`` (stage file, tokenizer, model, trainable groups,
-optimizer, schedule, data), ``train`` (Composer's Trainer), ``cleanup``.
+A recipe that reads top to bottom: ``setup`` (:func:`preflight`: the files the stage needs;
+tokenizer, checked; model, from ``model.checkpoint``; trainable groups, optimizer, schedule,
+data), ``train`` (Composer's Trainer), ``cleanup``. A configuration problem (a bad override, a
+missing ``init_from`` or folder, a tokenizer without LaViDa-O's tokens) stops the run before any
+model is built, with one line per problem and exit status 2.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib.util
 import logging
 import os
 import sys
@@ -13,7 +19,12 @@ from typing import Any, Sequence
 
 import torch
 
+from lavida_data.errors import ConfigError, Issue
+
 log = logging.getLogger("lavida_train")
+
+#: the stage whose last checkpoint each stage's ``init_from`` names in the example chain
+PREVIOUS_STAGE = {"s2-256": "s1-gnd", "s2-1024": "s2-256", "s3-unified": "s2-1024"}
 
 GROUPS = ("vision_tower", "projector", "resampler", "language_model", "generation_branch")
 
@@ -24,6 +35,61 @@ def gen_tokens(image_size: int, downsample: int) -> int:
     return (side // 2) ** 2 if side > 32 else side * side
 
 
+def _local(path: str | None) -> bool:
+    return bool(path) and "://" not in path
+
+
+def _init_from_issue(cfg: Any) -> Issue | None:
+    """``init_from`` names a local file that is not there (and no autoresume checkpoint replaces it)."""
+    path = cfg.init_from
+    if not _local(path) or os.path.exists(path):
+        return None
+    if cfg.autoresume and _local(cfg.save_folder) and os.path.exists(os.path.join(cfg.save_folder, "latest-rank0.pt")):
+        return None  # Composer resumes from save_folder and ignores load_path
+    prev = PREVIOUS_STAGE.get(cfg.stage)
+    start = "from random weights (model.preset=tiny)" if cfg.model.preset == "tiny" else \
+        "from model.checkpoint (the released model)"
+    if prev is None:
+        why = f"{cfg.stage} is the first stage: its init_from is normally null. Point init_from at a checkpoint"
+    else:
+        why = (f"it is stage {prev}'s last checkpoint ({prev} writes it into its save_folder). Train "
+               f"examples/stages/{prev}.yaml first, point init_from at a checkpoint")
+    return Issue(f"init_from {path} does not exist: {why}, or set init_from=null to start {start}",
+                 field="init_from")
+
+
+def preflight(cfg: Any) -> None:
+    """Check, before anything is built, the files the stage reads: ``init_from`` (naming the
+    stage that writes it), ``model.checkpoint`` and ``model.tokenizer`` (full preset),
+    ``data.mixture`` and ``data.prepared``. Local paths only (``s3://`` is not checked).
+    Raises :class:`ConfigError` listing every problem."""
+    issues = [i for i in (_init_from_issue(cfg),) if i is not None]
+    if cfg.model.preset != "tiny":
+        if not cfg.model.tokenizer:
+            issues.append(Issue("model.tokenizer is not set: the released LaViDa-O folder (its tokenizer is "
+                                "LLaDA's plus the LOC tokens), or use model.preset=tiny", field="model.tokenizer"))
+        elif _local(cfg.model.tokenizer) and not os.path.exists(cfg.model.tokenizer):
+            issues.append(Issue(f"model.tokenizer {cfg.model.tokenizer} does not exist: the released LaViDa-O "
+                                "folder (its tokenizer is LLaDA's plus the LOC tokens)", field="model.tokenizer"))
+        ckpt = cfg.model.checkpoint
+        if ckpt and not cfg.init_from:
+            if _local(ckpt) and not os.path.exists(ckpt):
+                issues.append(Issue(f"model.checkpoint {ckpt} does not exist: the released LaViDa-O folder "
+                                    "(safetensors shards and their index), one .safetensors or .pt file, or a "
+                                    "Composer checkpoint", field="model.checkpoint"))
+            elif importlib.util.find_spec("lavida_train.checkpoint") is None:
+                issues.append(Issue(f"model.checkpoint {ckpt} cannot be loaded: this version has no checkpoint "
+                                    "loader (lavida_train.checkpoint)", field="model.checkpoint"))
+    if _local(cfg.data.mixture) and not os.path.exists(cfg.data.mixture):
+        issues.append(Issue(f"data.mixture {cfg.data.mixture} does not exist", field="data.mixture"))
+    if _local(cfg.data.prepared) and not os.path.exists(cfg.data.prepared):
+        issues.append(Issue(f"data.prepared {cfg.data.prepared} does not exist: run `lavida-data prepare "
+                            f"{cfg.data.mixture} --out {cfg.data.prepared}` first, or set data.prepared=DIR",
+                            field="data.prepared"))
+    if issues:
+        raise ConfigError(issues)
+
+
 class Recipe:
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -31,10 +97,17 @@ class Recipe:
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
+        from composer.utils import dist
+
+        from .config import batch_plan
+
         cfg = self.cfg
+        preflight(cfg)
+        self.batch_plan = batch_plan(cfg, dist.get_world_size())
         torch.manual_seed(cfg.seed)
         self._init_dist()
         self.tokenizer_dir = self._tokenizer()
+        self.vocab_size = self._check_tokenizer()
         self.model_cfg, self.model = self._model()
         self.trainable = self._freeze()
         self.composer_model = self._composer_model()
@@ -63,22 +136,42 @@ class Recipe:
                 build_tiny_tokenizer(path)
             dist.barrier()
             return path
-        if not cfg.model.tokenizer:
-            raise ValueError("model.tokenizer must name the LLaDA tokenizer folder (or use model.preset=tiny)")
-        return cfg.model.tokenizer
+        return cfg.model.tokenizer  # preflight checked that it is set
 
-    def _model(self):
+    def _check_tokenizer(self) -> int:
+        """The tokenizer's length, after checking that it is the release's: LLaDA's special
+        tokens, the LOC vocabulary (upstream's ``--add_loc_tokens``) as single tokens, and (full
+        preset) as many tokens as the model's vocabulary. Raises :class:`ConfigError`."""
+        from lavida_data.tokenizer import TokenizerError, TokenIds
         from transformers import AutoTokenizer
 
-        from .model.lavida import LavidaO
-        from .model.mapping import load_reference_state_dict
-
-        vocab = len(AutoTokenizer.from_pretrained(self.tokenizer_dir))
+        path, field = self.tokenizer_dir, "model.tokenizer"
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+            ids = TokenIds.from_tokenizer(tok)
+        except (OSError, ValueError, TokenizerError) as e:
+            raise ConfigError([Issue(f"cannot use the tokenizer {path}: {e}", field=field)]) from e
+        problems = []
+        if not ids.loc_ok:
+            problems.append("it lacks the LOC tokens (<LOC_0> .. <LOC_1024>, <box_p>, </box_p>, <LOC_BEGIN>, "
+                            "<LOC_END>, each one token) that LaViDa-O adds to LLaDA's")
         mcfg = self.cfg.model
-        model = LavidaO.from_config(mcfg, vocab_size=vocab, seed=self.cfg.seed, anyres_grid=self._anyres_grid())
+        if mcfg.preset != "tiny" and len(tok) != mcfg.vocab_size:
+            problems.append(f"it has {len(tok)} tokens and the model's vocabulary (model.vocab_size) is "
+                            f"{mcfg.vocab_size}")
+        if problems:
+            raise ConfigError([Issue(f"the tokenizer {path} is not LaViDa-O's: {'; '.join(problems)}. Use the "
+                                     "released model's folder (LLaDA's tokenizer plus the LOC tokens)", field=field)])
+        return len(tok)
+
+    def _model(self):
+        from .model.lavida import LavidaO
+
+        mcfg = self.cfg.model
+        model = LavidaO.from_config(mcfg, vocab_size=self.vocab_size, seed=self.cfg.seed,
+                                    anyres_grid=self._anyres_grid())
         if mcfg.checkpoint and not self.cfg.init_from:
-            state = torch.load(mcfg.checkpoint, map_location="cpu", weights_only=True)
-            load_reference_state_dict(model, state, strict=True)
+            load_checkpoint(model, mcfg.checkpoint)
         return mcfg, model
 
     def _anyres_grid(self) -> list[tuple[int, int]]:
@@ -133,44 +226,36 @@ class Recipe:
         grid = self._anyres_grid()
         slots = gen_tokens(cfg.train.image_size, m.vq.downsample)
         process = {
-            "image": {"gen_size": cfg.train.image_size, "und_size": und, "anyres_grid": grid},
+            "image": {"gen_size": cfg.train.image_size, "und_size": und, "anyres_grid": grid,
+                      "anyres_pad_base": cfg.data.anyres_pad_base},
             "tokenize": {"tokenizer": self.tokenizer_dir, "max_length": cfg.train.max_length, "gen_tokens": slots,
                          "gen_enc_tokens": slots, "turns": cfg.train.turns, "truncate": "error"},
         }
-        from composer.utils import dist
-
-        world = dist.get_world_size()
-        if cfg.global_train_batch_size % world:
-            raise ValueError(f"global_train_batch_size {cfg.global_train_batch_size} is not divisible by the world "
-                             f"size {world}")
-        per_device = cfg.global_train_batch_size // world
-        if cfg.device_train_microbatch_size < per_device:
-            raise ValueError(
-                f"device_train_microbatch_size ({cfg.device_train_microbatch_size}) is below the per-device batch "
-                f"({per_device} = global_train_batch_size / world size): a step's batch is one forward pass, as "
-                "upstream's (no gradient accumulation)")
-        # a step of length group g: max(int(per_device * batch_sizes[g]), 1) samples on every rank
-        dataset = build_dataset(cfg.data.mixture, cfg.data.prepared, batch_size=per_device, seed=cfg.seed,
+        plan = self.batch_plan
+        # a step of length group g: max(int(B * k * batch_sizes[g]), 1) samples on every rank, run in
+        # up to k forward passes
+        dataset = build_dataset(cfg.data.mixture, cfg.data.prepared, batch_size=plan.per_device, seed=cfg.seed,
                                 process=process, loader=cfg.data.loader)
         loader = build_dataloader(dataset, num_workers=cfg.data.num_workers)
-        return DataSpec(loader, get_num_samples_in_batch=lambda b: len(b["ids"]) + len(b["skipped"]),
-                        split_batch=_one_micro_batch)
+        return DataSpec(loader, get_num_samples_in_batch=num_samples,
+                        split_batch=functools.partial(split_step, parts=plan.accumulation))
 
     # -- train ------------------------------------------------------------------------------
-    def train(self) -> None:
-        from composer import Trainer
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Composer Trainer's arguments for this stage (gradient clipping as an algorithm)."""
+        from composer.algorithms import GradientClipping
 
         from .callbacks import DieAtBatch, MetricsJsonl, ZeroUnusedGrads
 
         cfg = self.cfg
         gpu = torch.cuda.is_available()
+        algorithms = []
+        if cfg.optimizer.max_grad_norm is not None:
+            algorithms.append(GradientClipping(clipping_type="norm", clipping_threshold=cfg.optimizer.max_grad_norm))
         callbacks = [MetricsJsonl(os.path.join(cfg.save_folder, "metrics.jsonl")), ZeroUnusedGrads()]
         if os.environ.get("LAVIDA_DIE_AT_BATCH"):
             callbacks.append(DieAtBatch(int(os.environ["LAVIDA_DIE_AT_BATCH"])))
-        if not gpu and (cfg.precision != "fp32" or cfg.parallelism):
-            log.warning("no GPU: running in fp32 without FSDP (the stage asks for %s%s)", cfg.precision,
-                        ", FSDP" if cfg.parallelism else "")
-        self.trainer = Trainer(
+        return dict(
             model=self.composer_model,
             train_dataloader=self.train_data,
             optimizers=self.optimizer,
@@ -179,7 +264,7 @@ class Recipe:
             device="gpu" if gpu else "cpu",
             precision=cfg.precision if gpu else "fp32",
             parallelism_config=cfg.parallelism if gpu else None,
-            device_train_microbatch_size=cfg.device_train_microbatch_size,
+            device_train_microbatch_size=cfg.device_train_microbatch_size,  # split_step forms the passes
             save_folder=cfg.save_folder,
             save_interval=cfg.save_interval,
             save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
@@ -191,11 +276,24 @@ class Recipe:
             load_strict_model_weights=False,
             seed=cfg.seed,
             callbacks=callbacks,
+            algorithms=algorithms,
             loggers=[],
             progress_bar=False,
             log_to_console=False,
             spin_dataloaders=False,
         )
+
+    def train(self) -> None:
+        from composer import Trainer
+
+        cfg = self.cfg
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
+        elif cfg.precision != "fp32" or cfg.parallelism:
+            log.warning("no GPU: running in fp32 without FSDP (the stage asks for %s%s)", cfg.precision,
+                        ", FSDP" if cfg.parallelism else "")
+        self.trainer = Trainer(**self.trainer_kwargs())
         self.trainer.fit()
 
     def cleanup(self) -> None:
@@ -203,12 +301,65 @@ class Recipe:
             self.trainer.close()
 
 
-def _one_micro_batch(batch: Any, microbatch_size: int) -> list:
-    """A step's batch is one micro-batch, whatever its length group's size (upstream runs each
-    step's batch in one forward pass). Every rank has as many samples (kept + skipped) in a step,
-    so Composer's scaling (micro-batch samples / mean samples per rank) is 1 and the loss stays
-    the batch's own mean, as upstream's."""
-    return [batch]
+def load_checkpoint(model: torch.nn.Module, path: str) -> None:
+    """``model.checkpoint`` into ``model``: :func:`lavida_train.checkpoint.load_checkpoint` (the
+    released folder of safetensors shards with its index, one file, or a Composer checkpoint);
+    a checkpoint it cannot read is a :class:`ConfigError` on ``model.checkpoint``."""
+    try:
+        from .checkpoint import CheckpointError
+        from .checkpoint import load_checkpoint as load
+    except ImportError as e:
+        raise ConfigError([Issue(f"model.checkpoint {path} cannot be loaded: this version has no checkpoint loader "
+                                 f"(lavida_train.checkpoint: {e})", field="model.checkpoint")]) from e
+    try:
+        load(model, path)
+    except CheckpointError as e:
+        raise ConfigError([Issue(f"model.checkpoint {path}: {e}", field="model.checkpoint")]) from e
+
+
+def num_samples(batch: dict) -> int:
+    """Samples of a step or forward pass: kept plus skipped (equal on every rank in a step)."""
+    return len(batch["ids"]) + len(batch["skipped"])
+
+
+def split_step(batch: dict, microbatch_size: int = 0, *, parts: int = 1) -> list[dict]:
+    """Composer's ``split_batch``: one step's batch (one length group, n samples kept + skipped)
+    as min(parts, n) forward passes of nearly equal size (the first ones one larger); with
+    ``parts`` = 1 (upstream's scripts: no accumulation) the batch itself. ``microbatch_size`` is
+    ignored: a group's pass holds about ``max(int(B * f_g), 1)`` samples, B x k / k of the step.
+
+    The count of passes depends on n only, so it is the same on every rank. Skipped samples are
+    spread over the passes from the last; each pass keeps the step's width. Composer weights each
+    pass's loss by its samples over the step's (kept + skipped)."""
+    ids, skipped = list(batch["ids"]), list(batch.get("skipped") or [])
+    kept, n = len(ids), len(ids) + len(skipped)
+    count = max(1, min(parts, n))
+    if count == 1:
+        return [batch]
+    sizes = [n // count + (i < n % count) for i in range(count)]
+    bad = [0] * count
+    left, i = len(skipped), count - 1
+    while left:
+        if bad[i] < sizes[i]:
+            bad[i] += 1
+            left -= 1
+        i = (i - 1) % count
+    out, k0, s0 = [], 0, 0
+    for size, nbad in zip(sizes, bad):
+        nk = size - nbad
+        part: dict = {}
+        for key, value in batch.items():
+            if key == "skipped":
+                part[key] = skipped[s0:s0 + nbad]
+            elif isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == kept:
+                part[key] = value[k0:k0 + nk]
+            elif isinstance(value, list) and len(value) == kept:
+                part[key] = value[k0:k0 + nk]
+            else:  # the step's own values: step, group
+                part[key] = value
+        out.append(part)
+        k0, s0 = k0 + nk, s0 + nbad
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,9 +370,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: composer -n N -m lavida_train.train STAGE.yaml [a.b=value ...]", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_stage(argv[0], argv[1:])
-    recipe = Recipe(cfg)
-    recipe.setup()
+    try:
+        cfg = load_stage(argv[0], argv[1:])
+        recipe = Recipe(cfg)
+        recipe.setup()
+    except ConfigError as e:
+        for issue in e.issues:
+            print(str(issue if issue.file else dataclasses.replace(issue, file=argv[0])), file=sys.stderr)
+        return 2
     try:
         recipe.train()
     finally:

@@ -67,6 +67,10 @@ class ImageConfig(BaseModel):
         description="probability of keeping LUMINANCE, and of CONTRAST (1: upstream's ALWAYS_HAS_COND)")
     mean: float = Field(0.5, description="SigLIP normalisation mean (all channels)")
     std: float = Field(0.5, gt=0, description="SigLIP normalisation std (all channels)")
+    anyres_pad_base: bool = Field(
+        False, description="pad the whole image to a square (mean colour) before resizing it to the first "
+        "anyres crop: upstream's DEBUG_FIX_PADDING=1, which its base.sh exports (s1, s2-1024, s3); off: a plain "
+        "resize, upstream's default (s2-256.sh)")
     max_und_images_anyres: int = Field(
         1, ge=0, description="samples with more understanding images than this get one padded crop each")
     edit_area_weight: float = Field(
@@ -362,15 +366,17 @@ def siglip_anyres(img: Image.Image, cfg: ImageConfig, anyres: bool = True) -> tu
     """An understanding image as SigLIP crops and its (w, h).
 
     With ``anyres`` (upstream's ``process_anyres_image``): ``[1 + n_tiles, 3, S, S]``, the whole
-    image resized to S x S first, then the tiles of the best ``cfg.anyres_grid`` resolution,
-    row-major. Without (upstream's "pad", for samples with several images): ``[1, 3, S, S]``, the
+    image resized to S x S first (padded to a square with the mean colour before, with
+    ``cfg.anyres_pad_base``: upstream's ``DEBUG_FIX_PADDING``), then the tiles of the best
+    ``cfg.anyres_grid`` resolution, row-major. Without (upstream's "pad", for samples with several images): ``[1, 3, S, S]``, the
     image padded to a square with :attr:`ImageConfig.mean_color`.
     """
     img = to_rgb(img)
     if not anyres:
         return siglip_crop(expand_to_square(img, cfg.mean_color), cfg)[None], img.size
     grid = select_best_resolution(img.size, cfg.anyres_grid)
-    crops = [img] + tiles(resize_and_pad(img, grid), cfg.und_size)
+    base = expand_to_square(img, cfg.mean_color) if cfg.anyres_pad_base else img
+    crops = [base] + tiles(resize_and_pad(img, grid), cfg.und_size)
     return torch.stack([siglip_crop(c, cfg) for c in crops]), img.size
 
 

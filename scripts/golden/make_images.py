@@ -195,6 +195,12 @@ def und_cases(mm: Any, ds: Any, proc: Any, inputs: dict) -> list[dict]:
         t = mm.process_anyres_image(img, proc, GRID)
         cases.append({"kind": "anyres", "input": name, "best": list(mm.select_best_resolution(img.size, GRID)),
                       "shape": list(t.shape), "pixels": siglip_png(t)})
+        mm.DEBUG_FIX_PADDING = "1"  # base.sh exports DEBUG_FIX_PADDING=1 (s1, s2-1024, s3)
+        try:
+            t = mm.process_anyres_image(img, proc, GRID)
+        finally:
+            mm.DEBUG_FIX_PADDING = False
+        cases.append({"kind": "anyres_pad_base", "input": name, "shape": list(t.shape), "pixels": siglip_png(t)})
         t, size, _ = ds.process_image(os.path.join(OUT, inputs[name]["file"]), "pad")
         cases.append({"kind": "pad", "input": name, "shape": list(t.shape), "size": list(size),
                       "pixels": siglip_png(t)})

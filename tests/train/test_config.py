@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from lavida_data.errors import ConfigError
 from lavida_data.validate import validate_file
-from lavida_train.config import STAGES, StageConfig, load_stage, validate_stage
+from lavida_train.config import STAGES, StageConfig, batch_plan, load_stage, validate_stage
 from lavida_train.model.config import tiny_config
 from lavida_train.overrides import parse_override
 
@@ -46,44 +47,90 @@ def test_every_stage_has_a_file():
 def test_stage_file_validates_with_common_settings(name):
     cfg = load_stage(stage_file(name))
     assert cfg.stage == name
-    assert cfg.precision == "amp_bf16"
-    assert cfg.device_train_microbatch_size == 2
-    assert cfg.optimizer.weight_decay == 0.0
+    assert cfg.precision == "amp_bf16" and cfg.tf32 is True  # --bf16 True, --tf32 True
+    assert cfg.device_train_microbatch_size == 2  # --per_device_train_batch_size 2
+    assert cfg.global_train_batch_size is None  # 2 x world size: --gradient_accumulation_steps 1
+    assert cfg.optimizer.weight_decay == 0.0 and cfg.optimizer.max_grad_norm == 1.0
+    assert (cfg.optimizer.betas, cfg.optimizer.eps) == ((0.9, 0.999), 1e-8)
     assert (cfg.schedule.warmup, cfg.schedule.t_warmup, cfg.schedule.alpha_f) == ("3%", "0.03dur", 0.1)
-    assert cfg.train.prompt_drop == 0.1
-    assert cfg.save_interval == "500ba" and cfg.autoresume is True
+    assert cfg.train.prompt_drop == 0.1 and cfg.train.plan_unmasked_prob == 0.8 and cfg.train.min_mask == 1e-3
+    assert cfg.save_interval == "500ba" and cfg.autoresume is True and cfg.seed == 42
+    assert cfg.data.num_workers == 4
     fsdp = cfg.parallelism["fsdp"]
     assert fsdp["sharding_strategy"] == "FULL_SHARD" and fsdp["activation_checkpointing"] is True
     assert cfg.model.preset == "full" and cfg.model.d_model == 4096
     # relative paths are relative to the stage file's folder, returned absolute
-    assert cfg.data.mixture == str(STAGE_DIR / "mixtures" / f"{name}.yaml")
+    mixture = "s2-256" if name == "s2-1024" else name  # s2-1024 trains on s2-256's data
+    assert cfg.data.mixture == str(STAGE_DIR / "mixtures" / f"{mixture}.yaml")
     assert os.path.isabs(cfg.data.prepared) and os.path.isabs(cfg.save_folder)
-    assert cfg.model.tokenizer == "/models/LLaDA-8B-Instruct"
+    assert cfg.model.tokenizer == "/models/lavida-o"  # the release: LLaDA's tokenizer plus the LOC tokens
 
 
-REFERENCE = {  # stage: (trainable, time policy, text loss, turns, image size, max length)
-    "s1-gnd": ({"vision_tower": 2e-5, "projector": 2e-5, "resampler": 2e-5, "language_model": 2e-5},
-               "uniform", True, "all", None, 8192),
-    "s2-256": ({"generation_branch": 1e-4}, "uniform", False, "one", 256, 4096),
-    "s2-1024": ({"generation_branch": 5e-6}, "cosine", True, "all", 1024, 8192),
-    "s3-unified": ({"vision_tower": 2e-6, "projector": 5e-6, "resampler": 5e-6, "language_model": 5e-6},
-                   "cosine", True, "all", 1024, 8192),
+# upstream's scripts/train/*.sh, stage by stage (s1-gnd: base.sh with s1-gnd.sh's arguments)
+UPSTREAM = {
+    "s1-gnd": dict(trainable={"vision_tower": 2e-6, "projector": 2e-5, "resampler": 2e-5, "language_model": 2e-5},
+                   time_policy="cosine", text_loss=True, turns="all", max_length=8192, image_size=1024,
+                   edit_source_drop=0.5, max_duration="100000ba", keep=3, pad_base=True),
+    "s2-256": dict(trainable={"generation_branch": 1e-4}, time_policy="uniform", text_loss=False, turns="one",
+                   max_length=4096, image_size=256, edit_source_drop=0.5, max_duration="300000ba", keep=2,
+                   pad_base=False),
+    "s2-1024": dict(trainable={"generation_branch": 5e-6}, time_policy="cosine", text_loss=True, turns="all",
+                    max_length=8192, image_size=1024, edit_source_drop=0.5, max_duration="100000ba", keep=3,
+                    pad_base=True),
+    "s3-unified": dict(trainable={"vision_tower": 2e-6, "projector": 5e-6, "resampler": 5e-6, "language_model": 5e-6},
+                       time_policy="cosine", text_loss=True, turns="all", max_length=8192, image_size=1024,
+                       edit_source_drop=0.5, max_duration="100000ba", keep=3, pad_base=True),
 }
 
 
 @pytest.mark.parametrize("name", STAGES)
-def test_stage_carries_reference_values(name):
+def test_stage_carries_upstream_values(name):
     cfg = load_stage(stage_file(name))
-    trainable, policy, text_loss, turns, size, max_length = REFERENCE[name]
-    assert cfg.train.trainable == trainable
-    assert cfg.train.time_policy == policy
-    assert cfg.train.text_loss is text_loss
-    assert cfg.train.turns == turns
-    assert cfg.train.max_length == max_length
-    if size is not None:
-        assert cfg.train.image_size == size
-    if cfg.train.image_size == 1024 and name != "s1-gnd":
-        assert cfg.train.edit_source_drop == 0.5
+    want = UPSTREAM[name]
+    got = dict(trainable=cfg.train.trainable, time_policy=cfg.train.time_policy, text_loss=cfg.train.text_loss,
+               turns=cfg.train.turns, max_length=cfg.train.max_length, image_size=cfg.train.image_size,
+               edit_source_drop=cfg.train.edit_source_drop, max_duration=cfg.max_duration,
+               keep=cfg.save_num_checkpoints_to_keep,
+               pad_base=cfg.data.anyres_pad_base)  # base.sh exports DEBUG_FIX_PADDING=1; s2-256.sh does not
+    assert got == want
+    if "vision_tower" in cfg.train.trainable:  # --mm_vision_tower_lr=2e-6 in every stage that trains it
+        assert cfg.train.trainable["vision_tower"] == 2e-6
+
+
+def test_every_stage_value_is_traced_to_upstream():
+    """Each setting line of a stage file carries a comment (on it or just above) naming where
+    upstream sets it."""
+    skip = ("stage:", "model:", "data:", "train:", "trainable:", "parallelism:", "fsdp:", "sharding_strategy:",
+            "mixed_precision:", "use_orig_params:", "state_dict_type:", "save_folder:", "prepared:")
+    for name in STAGES:
+        lines = stage_file(name).read_text().splitlines()
+        for n, line in enumerate(lines, 1):
+            text = line.strip()
+            if not text or text.startswith("#") or text.startswith(skip) or text.endswith(":"):
+                continue
+            above = lines[n - 2].strip() if n > 1 else ""
+            assert "#" in line or above.startswith("#"), f"{name}.yaml:{n} has no upstream source: {line!r}"
+
+
+def test_stage_mixtures_follow_upstreams_data_files():
+    from lavida_data import load_mixture
+
+    s1 = load_mixture(STAGE_DIR / "mixtures" / "s1-gnd.yaml").mixture
+    assert s1.weights == {"default": 100, "grounding": 100} and s1.batch_sizes == {}
+    s2 = load_mixture(STAGE_DIR / "mixtures" / "s2-256.yaml").mixture
+    assert {d.length_group for d in s2.datasets} == {"default"} and s2.weights == {} and s2.batch_sizes == {}
+    s3 = load_mixture(STAGE_DIR / "mixtures" / "s3-unified.yaml").mixture
+    # config/data/s3_interleaved.yaml's weights and batch factors (mjv6 and picabanana have no dataset there)
+    assert s3.weights == {
+        "t2i": 250, "blip60k": 80, "mj": 100, "laion_coyo": 150, "edit": 200, "edit_gpt": 250,
+        "edit_gpt_reason_txt": 30, "edit_gpt_reason": 170, "und": 250, "grounding": 100, "und_vw": 150,
+        "reflect_dit_judge": 150, "reflect_dit_plan_t2i": 200, "reflect_dit_plan_text": 20,
+        "reflect_dit_plan_feedback_text": 20, "reflect_dit_plan_feedback_t2i": 150, "reflect_dit_feedback_t2i": 30}
+    assert s3.batch_sizes == {
+        "t2i": 1, "mj": 1, "edit": 1, "blip60k": 1, "edit_gpt": 1, "edit_gpt_reason_txt": 1, "edit_gpt_reason": 0.5,
+        "und": 0.5, "grounding": 0.5, "reflect_dit_judge": 1, "reflect_dit_plan_t2i": 1, "reflect_dit_plan_text": 1,
+        "reflect_dit_plan_feedback_text": 0.5, "reflect_dit_plan_feedback_t2i": 0.5, "reflect_dit_feedback_t2i": 0.5}
+    assert {d.length_group for d in s3.datasets} == set(s3.weights)
 
 
 def test_stages_chain_their_checkpoints():
@@ -103,6 +150,25 @@ def test_stage_mixture_validates(name):
 def test_config_round_trips():
     cfg = load_stage(stage_file("s3-unified"))
     assert StageConfig.model_validate(cfg.model_dump()) == cfg
+
+
+@pytest.mark.parametrize("overrides, world, want", [
+    ([], 1, (2, 1, 2, 2)),                                   # upstream: per-device 2, no accumulation
+    ([], 64, (2, 1, 128, 2)),
+    (["global_train_batch_size=512"], 64, (2, 4, 512, 8)),   # 4 forward passes of 2 per step
+    (["device_train_microbatch_size=1", "global_train_batch_size=6"], 2, (1, 3, 6, 3)),
+])
+def test_batch_plan(overrides, world, want):
+    plan = batch_plan(load_stage(stage_file("s3-unified"), overrides), world)
+    assert (plan.micro, plan.accumulation, plan.global_batch, plan.per_device) == want
+
+
+def test_batch_plan_refuses_a_global_batch_that_is_no_multiple_of_one_pass():
+    cfg = load_stage(stage_file("s3-unified"), ["global_train_batch_size=12"])
+    with pytest.raises(ConfigError) as e:
+        batch_plan(cfg, 4)
+    (i,) = e.value.issues
+    assert i.field == "global_train_batch_size" and "2 x 4 = 8" in i.message and "leave it out" in i.message
 
 
 # -- overrides ------------------------------------------------------------------------------------
@@ -196,7 +262,7 @@ def test_malformed_override(text, words):
 def test_bad_max_duration(value, words):
     (i,) = errors(S2, [f"max_duration={value}"])
     assert i.field == "max_duration" and words in i.message
-    text = S2.replace("max_duration: 1ep", f"max_duration: {value}")
+    text = S2.replace("max_duration: 300000ba", f"max_duration: {value}")
     (i,) = errors(text)
     assert (i.line, i.field) == (line_of(text, "max_duration:"), "max_duration") and words in i.message
 
@@ -248,7 +314,7 @@ def test_unknown_parallelism_key():
 
 
 def test_missing_required_key_and_all_errors_at_once():
-    text = S2.replace("  time_policy: uniform\n", "").replace("seed: 42", "seed: -1")
+    text = re.sub(r"  time_policy: uniform.*\n", "", S2).replace("seed: 42", "seed: -1")
     issues = errors(text, ["precision=bf16"])
     fields = [i.field for i in issues]
     assert fields == ["seed", "train.time_policy", "precision"]

@@ -17,27 +17,34 @@ from lavida_data.prepare import prepare
 from ..conftest import ROOT
 
 STAGES = ["s1-gnd", "s2-256", "s2-1024", "s3-unified"]
+MIXTURE = {"s1-gnd": "s1-gnd", "s2-256": "s2-256", "s2-1024": "s2-256", "s3-unified": "s3-unified"}
+STAGE_DIR = ROOT / "examples" / "stages"
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
+    """Each stage mixture prepared into ``<out>/<mixture>`` (s2-1024 reads s2-256's)."""
     out = tmp_path_factory.mktemp("prepared")
-    for stage in STAGES:
-        report = validate_file(ROOT / "examples" / "stages" / "mixtures" / f"{stage}.yaml")
+    for mixture in sorted(set(MIXTURE.values())):
+        report = validate_file(STAGE_DIR / "mixtures" / f"{mixture}.yaml")
         assert report.valid, report.errors
-        prepare(report.plans.values(), str(out / stage))
+        prepare(report.plans.values(), str(out / mixture))
     return out
 
 
+def composer(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "composer"), "-n", "1", "-m", "lavida_train.train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, **(env or {})})
+
+
 def launch(stage: str, prepared: Path, folder: Path, *extra: str, env: dict | None = None, check: bool = True):
-    """``composer -n 1 -m lavida_train.train STAGE.yaml overrides`` in a subprocess."""
-    cmd = [str(BIN / "composer"), "-n", "1", "-m", "lavida_train.train",
-           str(ROOT / "examples" / "stages" / f"{stage}.yaml"),
-           "model.preset=tiny", f"data.prepared={prepared / stage}", f"save_folder={folder}",
-           "global_train_batch_size=2", "data.num_workers=1", "init_from=null", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=folder.parent,
-                          env={**os.environ, **(env or {})})
+    """``composer -n 1 -m lavida_train.train STAGE.yaml overrides`` in a subprocess (the global
+    batch left to its default: 2 per device, one device)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    proc = composer(str(STAGE_DIR / f"{stage}.yaml"), "model.preset=tiny",
+                    f"data.prepared={prepared / MIXTURE[stage]}", f"save_folder={folder}", "data.num_workers=1",
+                    "init_from=null", *extra, cwd=folder.parent, env=env)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -53,9 +60,13 @@ def test_each_stage_trains_through_composers_launcher(stage, prepared, tmp_path)
     launch(stage, prepared, folder, "max_duration=2ba", "save_interval=2ba")
     lines = metrics(folder)
     assert [m["batch"] for m in lines] == [1, 2]
+    factors = validate_file(STAGE_DIR / "mixtures" / f"{MIXTURE[stage]}.yaml").mixture.batch_sizes
     for m in lines:
         assert {"batch", "loss", "text_loss", "image_loss", "mask_ratio", "sample_ids"} <= set(m)
-        assert len(m["sample_ids"]) + len(m["skipped"]) == 2 and m["loss"] > 0
+        assert m["passes"] == 1  # upstream's scripts: no accumulation
+        # per-device batch 2 (upstream's), times the step's group factor
+        want = max(int(2 * factors.get(m["group"], 1)), 1)
+        assert len(m["sample_ids"]) + len(m["skipped"]) == want and m["loss"] > 0
         assert all(i.split(":")[0] for i in m["sample_ids"])
     assert (folder / "latest-rank0.pt").exists()
     if stage == "s2-256":  # text loss off: the total is the image loss alone
@@ -108,7 +119,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(prepared, tmp_path):
 def with_factors(tmp_path_factory):
     """s1-gnd's mixture with ``batch_sizes: {grounding: 0.5}``, prepared."""
     root = tmp_path_factory.mktemp("factors")
-    text = (ROOT / "examples" / "stages" / "mixtures" / "s1-gnd.yaml").read_text()
+    text = (STAGE_DIR / "mixtures" / "s1-gnd.yaml").read_text()
     text = text.replace("../../data", str(ROOT / "examples" / "data")).replace(
         "weights:", "batch_sizes: {grounding: 0.5}\nweights:", 1)
     (root / "s1f.yaml").write_text(text)
@@ -118,20 +129,23 @@ def with_factors(tmp_path_factory):
     return root
 
 
-def test_length_group_batch_sizes_train_and_resume_exactly(with_factors, tmp_path):
-    """One length group per step, with its own batch size (grounding: 4 x 0.5 = 2 per device);
-    a run killed mid-epoch resumes from Composer's sample count to the same steps and losses."""
-    common = ("max_duration=6ba", "save_interval=3ba", "global_train_batch_size=4", "device_train_microbatch_size=4",
+def test_length_group_batch_sizes_accumulate_and_resume_exactly(with_factors, tmp_path):
+    """One length group per step, with its own batch size: a global batch of 4 on one device is
+    2 forward passes of 2 (upstream's per-device batch) per step, grounding's factor 0.5 making
+    it 2 passes of 1; a run killed mid-epoch resumes from Composer's sample count to the same
+    steps and losses."""
+    common = ("max_duration=6ba", "save_interval=3ba", "global_train_batch_size=4",
               f"data.mixture={with_factors / 's1f.yaml'}")
     whole = tmp_path / "whole"
     launch("s1-gnd", with_factors, whole, *common)
-    group_of = {"mammoth-si": "und", "visualwebinstruct": "und", "grandf": "grounding", "refcoco": "grounding"}
+    group_of = {"mammoth": "default", "grand-f": "grounding", "refcoco": "grounding"}
     lines = metrics(whole)
-    assert {m["group"] for m in lines} == {"und", "grounding"}
+    assert {m["group"] for m in lines} == {"default", "grounding"}
     for m in lines:
         ids = m["sample_ids"] + [s["id"] for s in m["skipped"]]
         assert {group_of[i.split(":")[0]] for i in ids} == {m["group"]}
-        assert len(ids) == {"und": 4, "grounding": 2}[m["group"]]
+        assert len(ids) == {"default": 4, "grounding": 2}[m["group"]]
+        assert m["passes"] == 2  # 2 + 2, or 1 + 1 (grounding)
     resumed = tmp_path / "resumed"
     killed = launch("s1-gnd", with_factors, resumed, *common, env={"LAVIDA_DIE_AT_BATCH": "5"}, check=False)
     assert killed.returncode != 0
@@ -147,10 +161,9 @@ def test_loss_falls_when_one_batch_repeats(prepared, tmp_path):
     from lavida_train.config import load_stage
     from lavida_train.train import Recipe
 
-    cfg = load_stage(ROOT / "examples" / "stages" / "s3-unified.yaml",
+    cfg = load_stage(STAGE_DIR / "s3-unified.yaml",
                      ["model.preset=tiny", f"data.prepared={prepared / 's3-unified'}", f"save_folder={tmp_path}",
-                      "global_train_batch_size=2", "data.num_workers=0", "init_from=null", "train.prompt_drop=0",
-                      "train.edit_source_drop=0"])
+                      "data.num_workers=0", "init_from=null", "train.prompt_drop=0", "train.edit_source_drop=0"])
     recipe = Recipe(cfg)
     recipe.setup()
     model = recipe.composer_model
@@ -165,3 +178,144 @@ def test_loss_falls_when_one_batch_repeats(prepared, tmp_path):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+# -- launching: what is checked before anything is built ------------------------------------------
+
+
+def test_the_stage_command_without_init_from_fails_at_once_saying_what_to_set(prepared, tmp_path):
+    """``composer ... s2-256.yaml model.preset=tiny data.prepared=DIR``: s1-gnd's checkpoint is
+    not there, so the run stops before building anything, naming s1-gnd and ``init_from=null``."""
+    proc = composer(str(STAGE_DIR / "s2-256.yaml"), "model.preset=tiny", f"data.prepared={prepared / 's2-256'}",
+                    f"save_folder={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert "s2-256.yaml: error [field 'init_from']" in err and "stage s1-gnd's last checkpoint" in err
+    assert "init_from=null" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "tiny-tokenizer").exists()  # nothing was built
+
+
+def stage(name: str, *overrides: str):
+    from lavida_train.config import load_stage
+
+    return load_stage(STAGE_DIR / f"{name}.yaml", list(overrides))
+
+
+def preflight_issues(cfg) -> list:
+    from lavida_data.errors import ConfigError
+    from lavida_train.train import preflight
+
+    try:
+        preflight(cfg)
+    except ConfigError as e:
+        return e.issues
+    return []
+
+
+def test_preflight_names_the_stage_that_writes_init_from(tmp_path):
+    (i,) = preflight_issues(stage("s3-unified", "model.preset=tiny", f"data.prepared={tmp_path}",
+                                  f"save_folder={tmp_path / 's3'}"))
+    assert i.field == "init_from" and "stage s2-1024's last checkpoint" in i.message
+    assert "examples/stages/s2-1024.yaml" in i.message and "init_from=null" in i.message
+    # a checkpoint that exists, or an autoresume checkpoint in save_folder, is fine
+    ckpt = tmp_path / "prev.pt"
+    ckpt.write_bytes(b"")
+    assert preflight_issues(stage("s3-unified", "model.preset=tiny", f"data.prepared={tmp_path}",
+                                  f"init_from={ckpt}")) == []
+    (tmp_path / "s3").mkdir()
+    (tmp_path / "s3" / "latest-rank0.pt").write_bytes(b"")
+    assert preflight_issues(stage("s3-unified", "model.preset=tiny", f"data.prepared={tmp_path}",
+                                  f"save_folder={tmp_path / 's3'}")) == []
+
+
+def test_preflight_reports_every_missing_file_at_once(tmp_path):
+    issues = preflight_issues(stage("s1-gnd", f"model.tokenizer={tmp_path / 'tok'}",
+                                    f"model.checkpoint={tmp_path / 'release'}", f"data.prepared={tmp_path / 'prep'}"))
+    by_field = {i.field: i.message for i in issues}
+    assert set(by_field) == {"model.tokenizer", "model.checkpoint", "data.prepared"}
+    assert "safetensors" in by_field["model.checkpoint"] and "lavida-data prepare" in by_field["data.prepared"]
+    assert "LOC" in by_field["model.tokenizer"]
+
+
+def test_a_tokenizer_without_the_release_tokens_is_refused_before_the_model_is_built(tmp_path, monkeypatch, capsys):
+    from lavida_data.tokenizer import build_tiny_tokenizer
+    from lavida_train.model.lavida import LavidaO
+    from lavida_train.train import main
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(LavidaO, "from_config", no_build)
+    no_loc = build_tiny_tokenizer(tmp_path / "no-loc", loc=False)
+    args = [str(STAGE_DIR / "s2-256.yaml"), f"model.tokenizer={no_loc}", f"data.prepared={tmp_path}",
+            f"save_folder={tmp_path / 'run'}", "init_from=null"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "field 'model.tokenizer'" in err and "lacks the LOC tokens" in err
+    # with the LOC tokens but not the release's vocabulary size (127378)
+    tiny = build_tiny_tokenizer(tmp_path / "tiny")
+    assert main(args[:1] + [f"model.tokenizer={tiny}"] + args[2:]) == 2
+    assert "the model's vocabulary (model.vocab_size) is 127378" in capsys.readouterr().err
+
+
+def test_gradients_are_clipped_at_upstreams_norm(prepared, tmp_path):
+    from composer.algorithms import GradientClipping
+
+    from lavida_train.train import Recipe
+
+    recipe = Recipe(stage("s2-256", "model.preset=tiny", f"data.prepared={prepared / 's2-256'}",
+                          f"save_folder={tmp_path}", "data.num_workers=0", "init_from=null"))
+    recipe.setup()
+    (clip,) = recipe.trainer_kwargs()["algorithms"]
+    assert isinstance(clip, GradientClipping) and (clip.clipping_type, clip.clipping_threshold) == ("norm", 1.0)
+    recipe.cfg = recipe.cfg.model_copy(update={"optimizer": recipe.cfg.optimizer.model_copy(
+        update={"max_grad_norm": None})})
+    assert recipe.trainer_kwargs()["algorithms"] == []
+
+
+# -- one step's forward passes ----------------------------------------------------------------------
+
+
+def step_batch(kept: int, skipped: int) -> dict:
+    return {
+        "input_ids": torch.arange(kept * 3).view(kept, 3), "lengths": torch.full((kept,), 3),
+        "ids": [f"d:{i}" for i in range(kept)], "gen_pixels": [[torch.zeros(1)] for _ in range(kept)],
+        "position": list(range(kept)), "skipped": [{"id": f"bad:{i}"} for i in range(skipped)],
+        "step": 7, "group": "und",
+    }
+
+
+@pytest.mark.parametrize("kept, skipped, parts, sizes", [
+    (4, 0, 1, [4]), (4, 0, 2, [2, 2]), (5, 0, 2, [3, 2]), (2, 0, 4, [1, 1]), (3, 2, 2, [3, 2]), (1, 0, 3, [1]),
+    (0, 2, 2, [1, 1]),
+])
+def test_split_step_forms_the_forward_passes(kept, skipped, parts, sizes):
+    from lavida_train.train import num_samples, split_step
+
+    batch = step_batch(kept, skipped)
+    passes = split_step(batch, 2, parts=parts)
+    assert [num_samples(p) for p in passes] == sizes
+    if parts == 1:
+        assert passes == [batch]
+    assert [i for p in passes for i in p["ids"]] == batch["ids"]
+    assert [s for p in passes for s in p["skipped"]] == batch["skipped"]
+    assert torch.equal(torch.cat([p["input_ids"] for p in passes]), batch["input_ids"])
+    for p in passes:
+        assert len(p["gen_pixels"]) == len(p["position"]) == len(p["ids"]) == p["input_ids"].shape[0]
+        assert (p["step"], p["group"]) == (7, "und")
+    if skipped and len(passes) > 1:  # spread from the last pass
+        assert len(passes[-1]["skipped"]) >= 1
+
+
+def test_metrics_merge_a_steps_passes_as_composer_weights_them():
+    from lavida_train.callbacks import merge_passes
+
+    a = {"loss": 1.0, "text_loss": 2.0, "image_loss": None, "mask_ratio": 0.5, "sample_ids": ["x:0", "x:1"],
+         "skipped": [], "group": "und"}
+    b = {"loss": 4.0, "text_loss": 5.0, "image_loss": None, "mask_ratio": 0.2, "sample_ids": ["x:2"],
+         "skipped": [{"id": "x:3"}], "group": "und"}
+    m = merge_passes([a, b])
+    assert m["sample_ids"] == ["x:0", "x:1", "x:2"] and m["skipped"] == [{"id": "x:3"}]
+    assert (m["group"], m["passes"]) == ("und", 2)
+    assert m["loss"] == pytest.approx((2 * 1.0 + 2 * 4.0) / 4) and m["text_loss"] == pytest.approx(3.5)
+    assert m["image_loss"] is None and m["mask_ratio"] == pytest.approx(0.35)

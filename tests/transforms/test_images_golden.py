@@ -168,10 +168,11 @@ def test_select_best_resolution(case):
 @pytest.mark.parametrize("case", GOLD["und"], ids=case_id)
 def test_siglip(case):
     img = source(case["input"])
-    t, size = siglip_anyres(img, ImageConfig(), anyres=case["kind"] == "anyres")
+    anyres = case["kind"] != "pad"
+    t, size = siglip_anyres(img, ImageConfig(anyres_pad_base=case["kind"] == "anyres_pad_base"), anyres=anyres)
     assert list(size) == GOLD["inputs"][case["input"]]["size"]
     assert list(t.shape[-3:]) == case["shape"][-3:] and t.dtype == torch.float32
-    assert t.shape[0] == (case["shape"][0] if case["kind"] == "anyres" else 1)
+    assert t.shape[0] == (case["shape"][0] if anyres else 1)
     assert_siglip_close(t, case["pixels"])
 
 
