@@ -3,8 +3,9 @@
 The tiny LaViDa-O on a real collated batch (a text-to-image sample with a uint8 target from the
 loader's transform, an anyres understanding sample, padding): the masked-diffusion loss and its
 gradients on the GPU in fp32 equal the CPU's; under bf16 autocast they stay close and finite;
-the VQ encodes uint8 targets on the GPU as it does float ones; padding does not leak on the GPU's
-attention kernels; and a rough step time. Writes a JSON report (``--json``) and exits 1 when a
+the VQ encodes uint8 targets on the GPU as it does float ones; the padding keys masked out, the
+longest sample is the same alone and in the batch on the GPU's attention kernels; and a rough
+step time. Writes a JSON report (``--json``) and exits 1 when a
 check fails.
 
     python benchmarks/gpu_check.py --json gpu.json
@@ -71,18 +72,17 @@ def loss_and_grads(model, batch: dict, device: str, autocast: bool) -> tuple[flo
     g = torch.Generator().manual_seed(1234)
     gen_ids = model.vq.encode_ids(gen_pixels(batch))
     input_ids, labels = batch["input_ids"], batch["labels"]
-    n = input_ids.shape[0]
-    t = obj.sample_times(n, "uniform", generator=g)
-    masked_input, text_masked = obj.mask_text(input_ids.cpu(), labels.cpu(), t, MASK_ID, None, g)
-    ti = obj.sample_times(len(gen_ids), "uniform", generator=g)
-    masked_gen, image_masked = obj.mask_image(gen_ids.cpu(), ti, model.config.image_mask_id, g)
+    d = obj.MaskDraws.draw(input_ids.shape[0], input_ids.shape[1], len(gen_ids), gen_ids[0].numel(), "uniform",
+                           generator=g)
+    masked_input, text_masked = obj.mask_text(input_ids.cpu(), labels.cpu(), d.t_text, d.u_text, MASK_ID)
+    masked_gen, image_masked = obj.mask_image(gen_ids.cpu(), d.t_img, d.u_img, model.config.image_mask_id)
     masked_input, text_masked = masked_input.to(device), text_masked.to(device)
     masked_gen, image_masked = masked_gen.to(device), image_masked.to(device)
     key = torch.arange(input_ids.shape[1], device=device)[None] < batch["lengths"][:, None]
     with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
         out = model(masked_input, gen_ids=masked_gen, gen_mask=batch["gen_mask"], und_pixels=batch["und_pixels"],
                     und_sizes=batch["und_sizes"], attention_mask=key, text_mask_id=MASK_ID)
-        loss = obj.text_loss(out["text_logits"].float(), labels, text_masked) + \
+        loss = obj.text_loss(out["text_logits"][text_masked].float(), labels[text_masked]) + \
             obj.image_loss(out["image_logits"].float(), gen_ids, image_masked)
     loss.backward()
     grads = {k: p.grad.detach().float().cpu() for k, p in model.named_parameters() if p.grad is not None}

@@ -14,18 +14,41 @@ class LavidaComposerModel(ComposerModel):
     """``forward`` masks the batch and runs the model; ``loss`` is text + image loss.
 
     ``train`` carries the stage's objective settings (time policy, text loss switch, prompt and
-    edit-source drop, edit reweighting, plan samples). The last micro-batch's losses, mask ratio,
-    sample ids and length group are kept in ``last`` for logging. A batch's size varies with its
-    length group (``batch_sizes`` factors); the losses are means over the batch, as upstream's.
+    edit-source drop, edit reweighting, plan samples). ``eos_id`` (LLaDA's end-of-text, the pad)
+    makes every end-of-text position a target, and ``infill_id`` (``<|reserved_token_1|>``) is never
+    masked nor predicted, as upstream's model does; None leaves the labels as the data gives them.
+    The last micro-batch's losses, mask ratio, sample ids and length group are kept in ``last`` for
+    logging. A batch's size varies with its length group (``batch_sizes`` factors); the losses are
+    means over the masked tokens of the batch, as upstream's (its size does not enter them).
+
+    A batch may carry ``mask_draws`` (a :class:`~lavida_train.objective.MaskDraws` or a mapping of
+    its fields): then those numbers replace the seeded draws (used to reproduce upstream's masks);
+    and ``gen_ids`` / ``enc_ids`` (VQ ids [N, h, w], batch-major) instead of the pixels.
     """
 
-    def __init__(self, model: torch.nn.Module, *, text_mask_id: int, train: Any, seed: int = 0):
+    def __init__(self, model: torch.nn.Module, *, text_mask_id: int, train: Any, seed: int = 0,
+                 eos_id: int | None = None, infill_id: int | None = None):
         super().__init__()
         self.seed = seed
         self.model = model
         self.text_mask_id = text_mask_id
+        self.eos_id = eos_id
+        self.infill_id = infill_id
         self.train_cfg = train
         self.last: dict[str, Any] = {}
+
+    @classmethod
+    def for_tokenizer(cls, model: torch.nn.Module, tokenizer_dir: str, *, train: Any, seed: int = 0
+                      ) -> "LavidaComposerModel":
+        """With the token ids upstream's objective uses, from the tokenizer at ``tokenizer_dir``:
+        the text mask, end-of-text (LLaDA's pad) and the infill token ``<|reserved_token_1|>``."""
+        from lavida_data.tokenizer import reserved_token
+        from lavida_data.transforms.tokenize import load_tokenizer
+
+        tok, ids = load_tokenizer(tokenizer_dir)
+        infill = tok.convert_tokens_to_ids(reserved_token(1))
+        infill = infill if isinstance(infill, int) and infill != tok.unk_token_id else None
+        return cls(model, text_mask_id=ids.mask, train=train, seed=seed, eos_id=ids.eos, infill_id=infill)
 
     # -- inputs -----------------------------------------------------------------------------
     def _gen_pixels(self, batch: dict) -> list[torch.Tensor]:
@@ -50,43 +73,56 @@ class LavidaComposerModel(ComposerModel):
             return None
         return self.model.vq.encode_ids(torch.stack(pixels))  # uint8 or float: converted on the device
 
+    def draws(self, batch: dict, gen_ids: torch.Tensor | None) -> obj.MaskDraws:
+        """The micro-batch's random numbers: ``batch["mask_draws"]`` when given, else drawn from
+        :meth:`batch_generator`."""
+        input_ids = batch["input_ids"]
+        device = input_ids.device
+        if batch.get("mask_draws") is not None:
+            return obj.MaskDraws.coerce(batch["mask_draws"], device)
+        n_img, tokens = (0, 0) if gen_ids is None else (gen_ids.shape[0], gen_ids[0].numel())
+        return obj.MaskDraws.draw(
+            input_ids.shape[0], input_ids.shape[1], n_img, tokens, self.train_cfg.time_policy,
+            generator=self.batch_generator(batch, device), device=device, **self._tp())
+
     def forward(self, batch: dict) -> dict:
         cfg = self.train_cfg
-        input_ids, labels = batch["input_ids"], batch["labels"]
+        input_ids = batch["input_ids"]
         device = input_ids.device
         n = input_ids.shape[0]
         if n == 0:  # every sample of this micro-batch was bad: a zero loss that still syncs
             return {"empty": True}
+        labels = obj.revert_padding_labels(input_ids, batch["labels"], self.eos_id)
         gen_mask = batch.get("gen_mask", torch.zeros_like(input_ids, dtype=torch.bool))
         enc_mask = batch.get("gen_enc_mask", torch.zeros_like(input_ids, dtype=torch.bool))
-        g = self.batch_generator(batch, device)
-        gen_px, enc_px = self._gen_pixels(batch), self._enc_pixels(batch)
-        gen_ids, enc_ids = self._vq(gen_px), self._vq(enc_px)
+        gen_ids = batch["gen_ids"] if batch.get("gen_ids") is not None else self._vq(self._gen_pixels(batch))
+        enc_ids = batch["enc_ids"] if batch.get("enc_ids") is not None else self._vq(self._enc_pixels(batch))
+        d = self.draws(batch, gen_ids)
         # upstream's do_not_mask_text (layout-planning answers): kept unmasked with probability
         # plan_unmasked_prob (0.8 upstream)
         plan = torch.tensor([bool(p) for p in batch.get("do_not_mask_text") or [False] * n], device=device)
-        keep = plan & (torch.rand(n, device=device, generator=g) < cfg.plan_unmasked_prob)
-        t_text = obj.sample_times(n, cfg.time_policy, device=device, generator=g, **self._tp())
-        masked_input, text_masked = obj.mask_text(input_ids, labels, t_text, self.text_mask_id, keep, g)
-        out: dict[str, Any] = {"text_masked": text_masked}
+        keep = plan & (d.u_keep < cfg.plan_unmasked_prob)
+        eps = getattr(cfg, "min_mask", obj.EPS)
+        masked_input, text_masked = obj.mask_text(input_ids, labels, d.t_text, d.u_text, self.text_mask_id, keep,
+                                                  self.infill_id, eps)
+        out: dict[str, Any] = {"text_masked": text_masked, "labels": labels}
         masked_gen = None
         if gen_ids is not None:
-            t_img = obj.sample_times(len(gen_ids), cfg.time_policy, device=device, generator=g, **self._tp())
-            masked_gen, out["image_masked"] = obj.mask_image(gen_ids, t_img, self.model.config.image_mask_id, g)
+            masked_gen, out["image_masked"] = obj.mask_image(gen_ids, d.t_img, d.u_img,
+                                                             self.model.config.image_mask_id, eps)
             out["gen_ids"] = gen_ids
             out["image_weights"] = self._edit_weights(batch, gen_ids)
-        if enc_ids is not None and cfg.edit_source_drop > 0:
-            per_sample = [len(p) for p in batch.get("gen_enc_pixels") or []]
-            drop = torch.rand(len(per_sample), device=device, generator=g) < cfg.edit_source_drop
-            drop_per_image = torch.repeat_interleave(drop, torch.tensor(per_sample, device=device))
-            enc_ids = enc_ids.masked_fill(drop_per_image.view(-1, 1, 1), self.model.config.image_mask_id)
-        embed_mask = obj.prompt_drop(labels, gen_mask, enc_mask, cfg.prompt_drop, g)
+        prompt_rows = d.u_prompt < cfg.prompt_drop
+        enc_rows = None if enc_ids is None else d.u_enc < cfg.edit_source_drop
+        embed_mask = obj.drop_positions(labels, gen_mask, enc_mask, prompt_rows, enc_rows)
         result = self.model(
             masked_input, gen_ids=masked_gen, gen_mask=gen_mask, enc_ids=enc_ids, gen_enc_mask=enc_mask,
             und_pixels=batch.get("und_pixels"), und_sizes=batch.get("und_sizes"), embed_mask=embed_mask,
-            text_mask_id=self.text_mask_id,
+            text_mask_id=self.text_mask_id, prompt_dropped=prompt_rows, compute_text_logits=False,
         )
         out.update(result)
+        # the LM head only where a loss is taken (upstream computes it everywhere: same values)
+        out["text_logits"] = self.model.model.transformer.logits(result["hidden"][text_masked])
         return out
 
     def batch_generator(self, batch: dict, device) -> torch.Generator:
@@ -130,8 +166,8 @@ class LavidaComposerModel(ComposerModel):
                          "image_mask_ratio": None, "sample_ids": [], "skipped": list(batch.get("skipped") or []),
                          "group": batch.get("group")}
             return zero
-        labels = batch["labels"]
-        tl = obj.text_loss(outputs["text_logits"], labels, outputs["text_masked"])
+        labels = outputs["labels"]
+        tl = obj.text_loss(outputs["text_logits"], labels[outputs["text_masked"]])
         if "image_logits" in outputs and outputs.get("gen_ids") is not None:
             il = obj.image_loss(outputs["image_logits"], outputs["gen_ids"], outputs["image_masked"],
                                 outputs.get("image_weights"))

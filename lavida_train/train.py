@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
 import logging
 import os
 import sys
@@ -77,9 +76,13 @@ def preflight(cfg: Any) -> None:
                 issues.append(Issue(f"model.checkpoint {ckpt} does not exist: the released LaViDa-O folder "
                                     "(safetensors shards and their index), one .safetensors or .pt file, or a "
                                     "Composer checkpoint", field="model.checkpoint"))
-            elif importlib.util.find_spec("lavida_train.checkpoint") is None:
-                issues.append(Issue(f"model.checkpoint {ckpt} cannot be loaded: this version has no checkpoint "
-                                    "loader (lavida_train.checkpoint)", field="model.checkpoint"))
+            elif _local(ckpt):
+                from .checkpoint import CheckpointError, read_checkpoint
+
+                try:  # headers only: a folder without shards or an index that disagrees with them
+                    read_checkpoint(ckpt)
+                except CheckpointError as e:
+                    issues.append(Issue(f"model.checkpoint {ckpt}: {e}", field="model.checkpoint"))
     if _local(cfg.data.mixture) and not os.path.exists(cfg.data.mixture):
         issues.append(Issue(f"data.mixture {cfg.data.mixture} does not exist", field="data.mixture"))
     if _local(cfg.data.prepared) and not os.path.exists(cfg.data.prepared):
@@ -171,7 +174,7 @@ class Recipe:
         model = LavidaO.from_config(mcfg, vocab_size=self.vocab_size, seed=self.cfg.seed,
                                     anyres_grid=self._anyres_grid())
         if mcfg.checkpoint and not self.cfg.init_from:
-            load_checkpoint(model, mcfg.checkpoint)
+            load_checkpoint(model, mcfg.checkpoint, vq=mcfg.checkpoint_vq)
         return mcfg, model
 
     def _anyres_grid(self) -> list[tuple[int, int]]:
@@ -189,12 +192,12 @@ class Recipe:
         return {g: groups[g] for g in wanted}
 
     def _composer_model(self):
-        from lavida_data.transforms.tokenize import load_tokenizer
-
         from .composer_model import LavidaComposerModel
 
-        _, ids = load_tokenizer(self.tokenizer_dir)
-        return LavidaComposerModel(self.model, text_mask_id=ids.mask, train=self.cfg.train, seed=self.cfg.seed)
+        # upstream's objective ids from the tokenizer: text mask, end-of-text (padding is a target),
+        # the infill token (never masked)
+        return LavidaComposerModel.for_tokenizer(self.model, self.tokenizer_dir, train=self.cfg.train,
+                                                 seed=self.cfg.seed)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         opt = self.cfg.optimizer
@@ -301,18 +304,16 @@ class Recipe:
             self.trainer.close()
 
 
-def load_checkpoint(model: torch.nn.Module, path: str) -> None:
+def load_checkpoint(model: torch.nn.Module, path: str, vq: str = "auto") -> None:
     """``model.checkpoint`` into ``model``: :func:`lavida_train.checkpoint.load_checkpoint` (the
-    released folder of safetensors shards with its index, one file, or a Composer checkpoint);
-    a checkpoint it cannot read is a :class:`ConfigError` on ``model.checkpoint``."""
+    released folder of safetensors shards with its index, one file, or a Composer checkpoint;
+    the VQ-VAE as ``model.checkpoint_vq`` says); a checkpoint it cannot read is a
+    :class:`ConfigError` on ``model.checkpoint``."""
+    from .checkpoint import CheckpointError
+    from .checkpoint import load_checkpoint as load
+
     try:
-        from .checkpoint import CheckpointError
-        from .checkpoint import load_checkpoint as load
-    except ImportError as e:
-        raise ConfigError([Issue(f"model.checkpoint {path} cannot be loaded: this version has no checkpoint loader "
-                                 f"(lavida_train.checkpoint: {e})", field="model.checkpoint")]) from e
-    try:
-        load(model, path)
+        load(model, path, vq=vq)
     except CheckpointError as e:
         raise ConfigError([Issue(f"model.checkpoint {path}: {e}", field="model.checkpoint")]) from e
 

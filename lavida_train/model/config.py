@@ -39,7 +39,13 @@ class ModelConfig(Strict):
 
     preset: Literal["full", "tiny"] = "full"
     tokenizer: str | None = Field(None, description="tokenizer folder (LLaDA-8B-Instruct's); built for tiny")
-    checkpoint: str | None = Field(None, description="a base checkpoint (state dict with the reference names)")
+    checkpoint: str | None = Field(
+        None, description="the base checkpoint: the release as published (a folder of safetensors shards with "
+                          "model.safetensors.index.json), one .safetensors / .pt file, or a Composer checkpoint; "
+                          "loaded strictly by lavida_train.checkpoint.load_checkpoint")
+    checkpoint_vq: Literal["auto", "load", "skip"] = Field(
+        "auto", description="the checkpoint's VQ-VAE (the release's model.vqvae.*): 'auto' loads it when present, "
+                            "'load' requires it, 'skip' leaves it out by name (the VQ then comes from vq.path)")
     vocab_size: int = 127378
     d_model: int = 4096
     n_layers: int = 32

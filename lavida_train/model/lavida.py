@@ -15,23 +15,25 @@ Key layout (``LavidaO.state_dict()``; the released checkpoint's names, see
     model.transformer.ln_f.weight                     [d]
     model.transformer.ff_out.weight                   [V, d]        (LM head, untied)
     model.vision_tower.vision_tower.vision_model.*    SigLIP (HF names), last layer removed, no head
-    model.vision_resampler.{weight, bias}             [h, h, 2, 2], [h]
+    model.vision_resampler.pool.{weight, bias}        [h, h, 2, 2], [h]
     model.mm_projector.{0, 2}.{weight, bias}          [d, h], [d]; [d, d], [d]
     model.image_newline                               [d]
     model.gen_embedding.{0, 1, 2}.weight              [codebook + 256, gw], [gw], [gw, gw]
-    model.downsample_gen.{0, 2}.weight                [gw], [gw, gw, 2, 2]
+    model.downsample_gen.downsample.{norm, conv}.weight   [gw], [gw, gw, 2, 2]
     model.gen_embedding_2.{0, 1}.weight               [gw], [gw, gw]
     model.gen_predictor_2.{0, 1}.weight               [gw], [gw, gw]
-    model.upsample_gen.{0, 1}.weight                  [gw], [gw, gw, 2, 2]
+    model.upsample_gen.upsample.{norm, conv}.weight   [gw], [gw, gw, 2, 2]
     model.gen_predictor.{0, 1, 2}.weight              [gw, gw], [gw], [codebook, gw]
-    vq.model.*                                        the frozen VQ-VAE (never in the mapping)
+    vq.model.*                                        the frozen VQ-VAE (the release's model.vqvae.*)
 
 Forward (see :meth:`LavidaO.forward`): text ids are embedded by ``wte``; generated images' VQ ids
 (``gen_ids``) and edit sources' (``enc_ids``) are embedded by the generation modules and written
 into the ``gen_mask`` / ``gen_enc_mask`` slots in order (batch-major, then position); positions
 of ``embed_mask`` get the ``text_mask_id`` embedding; each ``-200`` placeholder is then expanded
-into its image's projected SigLIP features (the sequence grows; rows added past a sample's end
-are padding that no token attends to). The backbone runs with ``modality = gen_mask |
+into its image's projected SigLIP features. The sequence grows; as upstream, a sample that ends
+up shorter than the longest gets zero rows appended (the text mask embedding instead when its
+prompt is dropped: ``prompt_dropped``), and every row is attended, padding included (upstream
+runs without an attention mask). The backbone runs with ``modality = gen_mask |
 (gen_enc_mask if enc_use_image_branch)`` (minus dropped positions); the final hidden states are
 gathered back to the original positions for the text logits, and the generated images' positions
 go through the prediction head for the image logits.
@@ -92,7 +94,11 @@ class LavidaO(nn.Module):
     """LaViDa-O: ``model`` (:class:`LavidaOModel`, checkpointed) and ``vq`` (:class:`FrozenVQ`)."""
 
     def __init__(
-        self, cfg: ModelConfig, vocab_size: int | None = None, anyres_grid: Sequence[tuple[int, int]] | None = None
+        self,
+        cfg: ModelConfig,
+        vocab_size: int | None = None,
+        anyres_grid: Sequence[tuple[int, int]] | None = None,
+        anyres_tile: int | None = None,
     ):
         super().__init__()
         vocab = cfg.vocab_size if vocab_size is None else vocab_size
@@ -108,6 +114,9 @@ class LavidaO(nn.Module):
             [(int(w), int(h)) for w, h in anyres_grid] if anyres_grid is not None
             else [(c * side, r * side) for c, r in ANYRES_TILES]
         )
+        #: the pinpoints' tile side (default the SigLIP crop size); upstream's model reads the grid
+        #: at 384 whatever the tower (its tower reports the so400m default)
+        self.anyres_tile: int = int(anyres_tile) if anyres_tile else side
         if cfg.activation_checkpointing:
             self.model.vision_tower.vision_tower.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -123,6 +132,7 @@ class LavidaO(nn.Module):
         *,
         seed: int | None = None,
         anyres_grid: Sequence[tuple[int, int]] | None = None,
+        anyres_tile: int | None = None,
     ) -> "LavidaO":
         """Build from ``cfg`` (``vocab_size`` overrides ``cfg.vocab_size``).
 
@@ -130,13 +140,13 @@ class LavidaO(nn.Module):
         global RNG untouched: construction runs under a forked CPU RNG seeded with ``seed``, then
         :meth:`reset_parameters` re-initialises our own modules from a local generator. Pretrained
         SigLIP / VQ weights (``path`` set) are kept. ``cfg.checkpoint`` is not loaded here (see
-        :func:`lavida_train.model.mapping.load_reference_state_dict`).
+        :func:`lavida_train.checkpoint.load_checkpoint`).
         """
         if seed is None:
-            return cls(cfg, vocab_size, anyres_grid)
+            return cls(cfg, vocab_size, anyres_grid, anyres_tile)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = cls(cfg, vocab_size, anyres_grid)
+            model = cls(cfg, vocab_size, anyres_grid, anyres_tile)
         model.reset_parameters(torch.Generator().manual_seed(seed))
         return model
 
@@ -149,7 +159,7 @@ class LavidaO(nn.Module):
         """
         m = self.model
         for name, module in m.named_modules():
-            if name.startswith("vision_tower") or name == "vision_resampler":
+            if name.startswith("vision_tower") or name.startswith("vision_resampler"):
                 continue
             if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv2d, nn.ConvTranspose2d)):
                 module.weight.normal_(0.0, std, generator=generator)
@@ -157,7 +167,7 @@ class LavidaO(nn.Module):
                     module.bias.zero_()
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
-        init_avg_pool_(m.vision_resampler)
+        init_avg_pool_(m.vision_resampler.pool)
         m.image_newline.normal_(0.0, self.config.d_model**-0.5, generator=generator)
 
     def train(self, mode: bool = True) -> "LavidaO":
@@ -221,10 +231,12 @@ class LavidaO(nn.Module):
         und_sizes: list[list[tuple[int, int]]] | None = None,
         embed_mask: torch.Tensor | None = None,
         text_mask_id: int | None = None,
+        prompt_dropped: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         merge: bool | None = None,
         und_grids: list[list[tuple[int, int] | None]] | None = None,
         compute_text_logits: bool = True,
+        return_expanded: bool = False,
     ) -> dict[str, torch.Tensor | None]:
         """Run the model on one batch.
 
@@ -238,13 +250,23 @@ class LavidaO(nn.Module):
             und_pixels: per sample, per ``-200`` (in order), SigLIP crops [n, 3, S, S] (base first).
             und_sizes: per sample, per image, the original (w, h) (anyres unpadding / tile grid).
             embed_mask: [B, L] positions that get the ``text_mask_id`` embedding instead (prompt
-                drop); at a ``-200`` it covers all of that image's features; never on ``gen_mask``.
-                Edit-source slots under it become text-mask tokens of the text tower.
+                drop; dropped edit sources); at a ``-200`` it covers all of that image's features;
+                never on ``gen_mask``. Edit-source slots under it become text-mask tokens of the
+                text tower (upstream's dropped edit source).
+            prompt_dropped: [B] bool, samples whose prompt is dropped: the rows appended to them
+                by the image expansion hold the text mask embedding instead of zeros (upstream's
+                prompt drop covers every non-answer row).
             attention_mask: [B, L] optional key padding mask (1 / True = a real token); default:
-                every position may be attended (the collate contract).
+                every position may be attended (upstream's model runs without one). Rows appended
+                by the image expansion are always attended, as upstream's.
             merge: force the 2 x 2 VQ merge on / off; default: merge grids with a side > 32.
             und_grids: per sample, per image, the anyres tile grid (rows, cols); default inferred.
-            compute_text_logits: False skips the LM head (``text_logits`` is then None).
+            compute_text_logits: False skips the LM head (``text_logits`` is then None; apply
+                ``self.model.transformer.logits`` to the rows of ``hidden`` you need).
+            return_expanded: also return ``expanded_hidden`` [B, L', d_model] (the final hidden
+                states of the grown sequence), ``expanded_ids`` [B, L'] (the ids, ``-200`` on image
+                features, ``-100`` on appended rows: upstream's ``new_input_ids``) and ``pos_map``
+                [B, L] (each original position's row; a placeholder maps to its first feature).
 
         Returns:
             ``text_logits`` [B, L, V] aligned with ``input_ids`` (meaningless at ``-200`` and image
@@ -272,27 +294,32 @@ class LavidaO(nn.Module):
             embeds = self._scatter_images(embeds, enc_ids, gen_enc_mask, enc_merge, "enc")
         modality = gen_mask | gen_enc_mask if cfg.enc_use_image_branch else gen_mask.clone()
 
-        if embed_mask is not None and bool(embed_mask.any()):
+        mask_emb = None
+        needs_mask = (embed_mask is not None and bool(embed_mask.any())) or (
+            prompt_dropped is not None and bool(prompt_dropped.any()))
+        if needs_mask:
             if text_mask_id is None:
-                raise ValueError("embed_mask needs text_mask_id (the text mask token's id)")
+                raise ValueError("embed_mask / prompt_dropped need text_mask_id (the text mask token's id)")
+            mask_emb = tr.wte(torch.tensor(text_mask_id, device=device)).to(embeds.dtype)
+        if embed_mask is not None and bool(embed_mask.any()):
             if bool((embed_mask & gen_mask).any()):
                 raise ValueError("embed_mask covers generated-image slots (gen_mask); prompt drop must leave them")
-            mask_emb = tr.wte(torch.tensor(text_mask_id, device=device)).to(embeds.dtype)
             embeds = torch.where(embed_mask[..., None], mask_emb, embeds)
             modality = modality & ~embed_mask
 
         key_mask = None if attention_mask is None else attention_mask.bool()
         placeholders = input_ids == IMAGE_TOKEN_INDEX
         if bool(placeholders.any()) or und_pixels is not None and any(len(x) for x in und_pixels):
-            embeds, modality, key_mask, pos_map = self._expand_images(
-                embeds, modality, key_mask, placeholders, und_pixels, und_sizes, und_grids, embed_mask, text_mask_id
+            grown = self._expand_images(
+                embeds, modality, key_mask, placeholders, und_pixels, und_sizes, und_grids, embed_mask, mask_emb,
+                prompt_dropped,
             )
+            embeds, modality, key_mask, pos_map, lengths = grown
         else:
-            pos_map = None
+            pos_map = lengths = None
 
-        hidden = tr(embeds, modality, key_mask)
-        if pos_map is not None:
-            hidden = hidden.gather(1, pos_map[..., None].expand(b, n, d))
+        full = tr(embeds, modality, key_mask)
+        hidden = full if pos_map is None else full.gather(1, pos_map[..., None].expand(b, n, d))
         out: dict[str, torch.Tensor | None] = {
             "text_logits": tr.logits(hidden) if compute_text_logits else None,
             "image_logits": None,
@@ -301,6 +328,13 @@ class LavidaO(nn.Module):
         if gen_grid is not None and gen_ids is not None and gen_ids.shape[0]:
             img = hidden[gen_mask][:, : cfg.gen_width].reshape(gen_ids.shape[0], -1, cfg.gen_width)
             out["image_logits"] = predict_image_logits(m, img, gen_grid, gen_merge)
+        if return_expanded:
+            if pos_map is None:
+                pos_map = torch.arange(n, device=device).expand(b, n)
+                lengths = [n] * b
+            out["expanded_hidden"] = full
+            out["pos_map"] = pos_map
+            out["expanded_ids"] = _expanded_ids(input_ids, pos_map, lengths, full.shape[1])
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -353,7 +387,7 @@ class LavidaO(nn.Module):
                 size = _nth(und_sizes, bi, k)
                 grid = _nth(und_grids, bi, k)
                 if grid is None and feats_k.shape[0] > 1:
-                    grid = infer_grid(feats_k.shape[0] - 1, size, self.anyres_grid, self.config.siglip.image_size)
+                    grid = infer_grid(feats_k.shape[0] - 1, size, self.anyres_grid, self.anyres_tile)
                 toks.append(merge_anyres(feats_k, m.image_newline, size, grid))
             out.append(toks)
         return out
@@ -368,11 +402,14 @@ class LavidaO(nn.Module):
         und_sizes: list[list[tuple[int, int]]] | None,
         und_grids: list[list[tuple[int, int] | None]] | None,
         embed_mask: torch.Tensor | None,
-        text_mask_id: int | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        mask_emb: torch.Tensor | None,
+        prompt_dropped: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
         """Replace each ``-200`` by its image's tokens; returns the grown embeddings, modality and
-        key mask, and ``pos_map`` [B, L]: the new index of every original position (a placeholder
-        maps to its image's first token)."""
+        key mask, ``pos_map`` [B, L]: the new index of every original position (a placeholder
+        maps to its image's first token), and each sample's grown length. Rows appended to
+        shorter samples are zeros (the text mask embedding for ``prompt_dropped`` samples), text
+        modality, attended."""
         b, n, d = embeds.shape
         device = embeds.device
         if und_pixels is None or len(und_pixels) != b:
@@ -382,9 +419,6 @@ class LavidaO(nn.Module):
             if len(p) != len(imgs):
                 raise ValueError(f"sample {i} has {len(p)} -200 placeholder(s) but {len(imgs)} und_pixels image(s)")
         feats = self._image_features(und_pixels, und_sizes, und_grids)
-        mask_emb = None
-        if embed_mask is not None and text_mask_id is not None:
-            mask_emb = self.model.transformer.wte(torch.tensor(text_mask_id, device=device))
 
         seqs, mods, keys, maps = [], [], [], []
         for i in range(b):
@@ -393,12 +427,11 @@ class LavidaO(nn.Module):
             for k, p in enumerate(places[i]):
                 pieces.append(embeds[i, start:p])
                 mod_pieces.append(modality[i, start:p])
-                key_pieces.append(torch.ones(p - start, dtype=torch.bool, device=device) if key_mask is None
-                                  else key_mask[i, start:p])
+                key_pieces.append(_keys(key_mask, i, start, p, device))
                 new_pos.append(torch.arange(cur, cur + p - start, device=device))
                 cur += p - start
                 f = feats[i][k].to(embeds.dtype)
-                if mask_emb is not None and bool(embed_mask[i, p]):
+                if mask_emb is not None and embed_mask is not None and bool(embed_mask[i, p]):
                     f = mask_emb.to(embeds.dtype).expand_as(f)
                 pieces.append(f)
                 mod_pieces.append(torch.zeros(f.shape[0], dtype=torch.bool, device=device))
@@ -409,20 +442,23 @@ class LavidaO(nn.Module):
                 start = p + 1
             pieces.append(embeds[i, start:])
             mod_pieces.append(modality[i, start:])
-            key_pieces.append(torch.ones(n - start, dtype=torch.bool, device=device) if key_mask is None
-                              else key_mask[i, start:])
+            key_pieces.append(_keys(key_mask, i, start, n, device))
             new_pos.append(torch.arange(cur, cur + n - start, device=device))
             seqs.append(torch.cat(pieces))
             mods.append(torch.cat(mod_pieces))
             keys.append(torch.cat(key_pieces))
             maps.append(torch.cat(new_pos))
         width = max(s.shape[0] for s in seqs)
-        new_embeds = torch.stack([F.pad(s, (0, 0, 0, width - s.shape[0])) for s in seqs])
-        new_mod = torch.stack([_pad_bool(x, width) for x in mods])
-        new_keys = torch.stack([_pad_bool(x, width) for x in keys])  # added rows: never attended
-        if key_mask is None and all(s.shape[0] == width for s in seqs):
-            new_keys = None
-        return new_embeds, new_mod, new_keys, torch.stack(maps)
+        rows = []
+        for i, s in enumerate(seqs):
+            extra = width - s.shape[0]
+            if extra and mask_emb is not None and prompt_dropped is not None and bool(prompt_dropped[i]):
+                s = torch.cat((s, mask_emb.to(s.dtype).expand(extra, d)))
+            rows.append(F.pad(s, (0, 0, 0, width - s.shape[0])))
+        new_embeds = torch.stack(rows)
+        new_mod = torch.stack([_pad_bool(x, width, False) for x in mods])
+        new_keys = None if key_mask is None else torch.stack([_pad_bool(x, width, True) for x in keys])
+        return new_embeds, new_mod, new_keys, torch.stack(maps), [int(x.shape[0]) for x in seqs]
 
 
 def _grid(ids: torch.Tensor | None, name: str, merge: bool | None) -> tuple[tuple[int, int] | None, bool]:
@@ -434,9 +470,26 @@ def _grid(ids: torch.Tensor | None, name: str, merge: bool | None) -> tuple[tupl
     return (h, w), resolve_merge(h, w, merge)
 
 
-def _pad_bool(x: torch.Tensor, width: int) -> torch.Tensor:
-    out = torch.zeros(width, dtype=torch.bool, device=x.device)
+def _pad_bool(x: torch.Tensor, width: int, fill: bool) -> torch.Tensor:
+    out = torch.full((width,), fill, dtype=torch.bool, device=x.device)
     out[: x.shape[0]] = x
+    return out
+
+
+def _keys(key_mask: torch.Tensor | None, i: int, start: int, stop: int, device) -> torch.Tensor:
+    if key_mask is None:
+        return torch.ones(stop - start, dtype=torch.bool, device=device)
+    return key_mask[i, start:stop]
+
+
+def _expanded_ids(input_ids: torch.Tensor, pos_map: torch.Tensor, lengths: list[int], width: int) -> torch.Tensor:
+    """Upstream's ``new_input_ids``: the original ids at their new rows, ``-200`` on image features,
+    ``-100`` on appended rows."""
+    out = torch.full((input_ids.shape[0], width), -100, dtype=input_ids.dtype, device=input_ids.device)
+    for i, length in enumerate(lengths):
+        out[i, :length] = IMAGE_TOKEN_INDEX
+        text = input_ids[i] != IMAGE_TOKEN_INDEX
+        out[i, pos_map[i][text]] = input_ids[i][text]
     return out
 
 

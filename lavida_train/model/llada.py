@@ -21,8 +21,10 @@ only tokens of their own modality. Rotary positions are the absolute sequence po
 layer. :func:`build_attention_mask` makes the boolean mask [B, 1, L, L] (True = may attend) from
 the modality rule and an optional key padding mask.
 
-Choices where the reference is silent: the image-branch norms inside the blocks use the blocks'
-``norm_eps`` (1e-5), like their text twins.
+The image-branch norms inside the blocks use the blocks' ``norm_eps`` (1e-5), like their text
+twins (upstream builds every LLaDA norm with ``rms_norm_eps``). Upstream computes a split layer's
+attention per modality over its own rows packed left, at their original positions, with flash
+attention; the same-modality mask over the whole row gives the same result.
 """
 
 from __future__ import annotations

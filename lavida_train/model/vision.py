@@ -4,23 +4,27 @@ Modules (assembled under ``model.`` by :class:`~lavida_train.model.lavida.Lavida
 
 * ``vision_tower``: :class:`SiglipTower`, a holder whose only child is ``vision_tower``, a
   transformers ``SiglipVisionModel`` -- so the keys read
-  ``model.vision_tower.vision_tower.vision_model.*``, the layout of LLaVA's ``SigLipVisionTower``,
-  whose code LaViDa-O inherits (assumed for the released checkpoint; see
-  :mod:`lavida_train.model.mapping`). As in LLaVA the last encoder layer is *removed* (its weights
-  are not saved) and there is no pooling head; the features are the output of
-  the remaining layers before ``post_layernorm`` (= ``hidden_states[-2]`` of the full model).
-  ``post_layernorm`` stays as a (then unused) parameter for checkpoint compatibility.
-* ``vision_resampler``: ``Conv2d(h, h, 2, stride=2)`` with bias, initialised as 2 x 2 average
-  pooling (weight 1/4 on the diagonal channel pairs, bias 0): 27 x 27 patches -> 13 x 13.
+  ``model.vision_tower.vision_tower.vision_model.*``, the layout of upstream's
+  ``SigLipVisionTower`` (checked against upstream's model code; see
+  :mod:`lavida_train.model.mapping`). As upstream, the last encoder layer is *removed* (its
+  weights are not saved) and there is no pooling head; the features are the output of the
+  remaining layers before ``post_layernorm`` (= ``hidden_states[-2]`` of the full model).
+  ``post_layernorm`` stays as a (then unused) parameter, as in the release.
+* ``vision_resampler``: :class:`SpatialPool`, upstream's ``spatial_pool`` resampler in ``conv``
+  mode: its ``pool`` is a ``Conv2d(h, h, 2, stride=2)`` with bias, initialised as 2 x 2 average pooling
+  (weight 1/4 on the diagonal channel pairs, bias 0): 27 x 27 patches -> 13 x 13 (keys
+  ``vision_resampler.pool.{weight, bias}``).
 * ``mm_projector``: ``Sequential(Linear(h, d), GELU(), Linear(d, d))`` (keys ``mm_projector.0``,
   ``mm_projector.2``).
 * ``image_newline``: a [d_model] parameter (owned by the assembling module).
 
-Anyres merge (:func:`merge_anyres`, LLaVA-NeXT ``spatial_unpad``): an image of one crop becomes
-its t x t feature map with ``image_newline`` after every row (t * (t + 1) tokens). An image with
-tiles becomes the base crop's t * t features (no newlines), then the tiles laid out as one
-(rows * t) x (cols * t) map, unpadded to the original aspect ratio (LLaVA-NeXT's ``unpad_image``,
-when the original size is known), with ``image_newline`` after every row.
+Anyres merge (:func:`merge_anyres`, upstream's ``spatial_unpad`` merge): an image of one crop
+becomes its t * t features followed by one ``image_newline`` (t * t + 1 tokens: 170 at 384 px).
+An image with tiles becomes the base crop's t * t features (no newline), then the tiles laid out
+as one (rows * t) x (cols * t) map, unpadded to the original aspect ratio (LLaVA-NeXT's
+``unpad_image``, when the original size is known), with ``image_newline`` after every row.
+The data side writes one ``-200`` per image whatever its token count (it never counts feature
+tokens), so the model alone decides the layout.
 
 The tile grid (rows, cols) is not in the pixels; :func:`infer_grid` recovers it from the number
 of tiles, the original size and the anyres pinpoints (LLaVA-NeXT's ``select_best_resolution``
@@ -107,9 +111,21 @@ def init_avg_pool_(conv: nn.Conv2d) -> nn.Conv2d:
     return conv
 
 
-def build_resampler(hidden: int) -> nn.Conv2d:
-    """``vision_resampler``: a 2 x 2 stride-2 conv with bias, initialised as average pooling."""
-    return init_avg_pool_(nn.Conv2d(hidden, hidden, kernel_size=2, stride=2, bias=True))
+class SpatialPool(nn.Module):
+    """``vision_resampler``: ``pool``, a 2 x 2 stride-2 conv with bias (upstream's ``SpatialPool``
+    in ``conv`` mode); ``forward`` maps [n, h, H, W] -> [n, h, H // 2, W // 2]."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.pool = init_avg_pool_(nn.Conv2d(hidden, hidden, kernel_size=2, stride=2, bias=True))
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        return self.pool(grid)
+
+
+def build_resampler(hidden: int) -> SpatialPool:
+    """``vision_resampler``, initialised as 2 x 2 average pooling."""
+    return SpatialPool(hidden)
 
 
 def build_projector(mm_hidden: int, d_model: int) -> nn.Sequential:
@@ -118,7 +134,7 @@ def build_projector(mm_hidden: int, d_model: int) -> nn.Sequential:
 
 
 def encode_crops(
-    tower: SiglipTower, resampler: nn.Conv2d, projector: nn.Module, pixels: torch.Tensor
+    tower: SiglipTower, resampler: SpatialPool, projector: nn.Module, pixels: torch.Tensor
 ) -> torch.Tensor:
     """SigLIP crops [n, 3, S, S] -> projected features [n, t, t, d_model] (t = (S / patch) // 2)."""
     feats = tower(pixels)  # [n, P, h]
@@ -127,7 +143,7 @@ def encode_crops(
     if side * side != p:
         raise ValueError(f"SigLIP gave {p} patches, not a square grid")
     grid = feats.transpose(1, 2).reshape(n, h, side, side)
-    pooled = resampler(grid.to(resampler.weight.dtype))  # [n, h, t, t]
+    pooled = resampler(grid.to(resampler.pool.weight.dtype))  # [n, h, t, t]
     return projector(pooled.permute(0, 2, 3, 1))
 
 
@@ -196,13 +212,13 @@ def merge_anyres(
 ) -> torch.Tensor:
     """One image's crop features [n, t, t, d] (base first, then tiles row-major) -> tokens [T, d].
 
-    One crop: its map with newline rows. Several: base features flat, then the tile map (unpadded
-    when ``size`` is known) with newline rows. ``grid`` = (rows, cols); default
+    One crop: its features flat, then one newline. Several: base features flat, then the tile map
+    (unpadded when ``size`` is known) with newline rows. ``grid`` = (rows, cols); default
     :func:`infer_grid` without pinpoints (the caller that knows them passes the grid).
     """
     n, t, t2, d = features.shape
     if n == 1:
-        return with_newlines(features[0], newline)
+        return torch.cat((features[0].reshape(-1, d), newline.to(features.dtype).view(1, d)), dim=0)
     rows, cols = grid if grid is not None else infer_grid(n - 1, size)
     if rows * cols != n - 1:
         raise ValueError(f"grid {rows}x{cols} does not hold {n - 1} tiles")

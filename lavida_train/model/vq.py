@@ -12,7 +12,9 @@ is what :mod:`lavida_data.transforms.images` produces, so no rescaling happens h
 
 The module never trains: every parameter has ``requires_grad=False``, ``train()`` keeps it in
 eval mode, :meth:`encode_ids` runs under ``no_grad`` with autocast off (in the module's own
-dtype, fp32 unless cast), and its keys (``vq.*``) are left out of the checkpoint mapping.
+dtype, fp32 unless cast). Its keys (``vq.model.*``) are the release's ``model.vqvae.*`` (277
+tensors at full size), which :func:`lavida_train.checkpoint.load_checkpoint` loads by name (or
+skips by name: ``ModelConfig.checkpoint_vq``).
 """
 
 from __future__ import annotations

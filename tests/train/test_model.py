@@ -94,22 +94,26 @@ def test_forward_real_batch_shapes(built, batch):
     assert torch.isfinite(out["text_logits"]).all() and torch.isfinite(out["image_logits"]).all()
 
 
-def test_batching_and_padding_do_not_leak(built, batch):
-    """Each sample alone == the same sample in the batch when padding keys are masked (the rows
-    added by the image expansion are never attended)."""
+def test_batching_and_padding(built, batch):
+    """With its padding keys masked, the sample the image expansion makes longest is the same alone
+    and in the batch. The rows the expansion appends to a shorter sample are attended, as
+    upstream's (it runs without an attention mask), so that sample sees them."""
     model, _ = built
     lengths = batch["lengths"].tolist()
     key = torch.arange(batch["input_ids"].shape[1])[None] < batch["lengths"][:, None]
     with torch.no_grad():
-        both = _run(model, batch, attention_mask=key)
+        both = _run(model, batch, attention_mask=key, return_expanded=True)
         n0, n1 = lengths
         alone_t2i = model(batch["input_ids"][:1, :n0], gen_ids=batch["gen_ids"], gen_mask=batch["gen_mask"][:1, :n0])
         alone_und = model(
             batch["input_ids"][1:, :n1], und_pixels=batch["und_pixels"][1:], und_sizes=batch["und_sizes"][1:]
         )
-    torch.testing.assert_close(both["image_logits"], alone_t2i["image_logits"], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(both["text_logits"][0, :n0], alone_t2i["text_logits"][0], rtol=1e-4, atol=1e-4)
+    layout = both["expanded_ids"]
+    assert (layout[0] == -100).any() and not (layout[1] == -100).any()  # rows appended to the t2i sample
     torch.testing.assert_close(both["text_logits"][1, :n1], alone_und["text_logits"][0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(both["image_logits"], alone_t2i["image_logits"], rtol=1e-4, atol=1e-4)
+    appended = both["expanded_hidden"][0, layout[0] == -100]
+    assert appended.abs().sum(-1).gt(0).all()  # zero rows in, attended and updated like any token
 
 
 def test_understanding_features_matter_and_grid(built, batch):
@@ -304,7 +308,7 @@ def test_gradients_reach_only_trainable_parts(tok_dir, batch):
     out = _run(model, batch)
     out["text_logits"].float().pow(2).mean().backward()
     names = {n for n, p in model.named_parameters() if p.grad is not None}
-    assert "model.mm_projector.0.weight" in names and "model.vision_resampler.weight" in names
+    assert "model.mm_projector.0.weight" in names and "model.vision_resampler.pool.weight" in names
     assert "model.image_newline" in names
     assert any(n.startswith("model.vision_tower.vision_tower.vision_model.encoder.layers.0.") for n in names)
     assert not any(n.startswith("vq.") for n in names)
@@ -378,8 +382,9 @@ def test_merge_anyres_layout():
     d, t = 3, 2
     newline = torch.full((d,), -1.0)
     feats = torch.arange(5 * t * t * d, dtype=torch.float32).view(5, t, t, d)
-    one = merge_anyres(feats[:1], newline)
-    assert one.shape == (t * (t + 1), d) and (one[t::t + 1] == -1).all()
+    one = merge_anyres(feats[:1], newline)  # one crop: its features, then one newline (upstream's)
+    assert one.shape == (t * t + 1, d) and (one[-1] == -1).all() and (one[:-1] != -1).all()
+    torch.testing.assert_close(one[:-1], feats[0].reshape(-1, d))
     tok = merge_anyres(feats, newline, grid=(2, 2))  # no size: no unpadding
     assert tok.shape == (t * t + 2 * t * (2 * t + 1), d)
     torch.testing.assert_close(tok[: t * t], feats[0].reshape(-1, d))
@@ -407,7 +412,8 @@ def test_param_groups(built):
     assert set(g["generation_branch"]) <= set(g["language_model"])
     assert "model.image_newline" in g["language_model"] and "model.transformer.wte.weight" in g["language_model"]
     gen = set(g["generation_branch"])
-    assert "model.transformer.blocks.0.q_proj_vision.weight" in gen and "model.downsample_gen.2.weight" in gen
+    assert "model.transformer.blocks.0.q_proj_vision.weight" in gen
+    assert "model.downsample_gen.downsample.conv.weight" in gen
     assert "model.gen_embedding_2.1.weight" in gen and "model.gen_predictor.2.weight" in gen
     assert "model.transformer.blocks.0.q_proj.weight" not in gen
     assert "model.transformer.blocks.1.attn_out.weight" not in gen
@@ -430,3 +436,13 @@ def test_seeded_builds_are_identical(tok_dir):
         sa["model.vision_tower.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"],
         sc["model.vision_tower.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"],
     )
+
+
+def test_composer_model_takes_upstreams_token_ids(tok_dir):
+    from lavida_data.transforms.tokenize import load_tokenizer
+    from lavida_train.composer_model import LavidaComposerModel
+
+    tok, ids = load_tokenizer(str(tok_dir))
+    cm = LavidaComposerModel.for_tokenizer(torch.nn.Linear(1, 1), str(tok_dir), train=None)
+    assert (cm.text_mask_id, cm.eos_id) == (ids.mask, ids.eos)  # end-of-text (the pad) is a target
+    assert tok.convert_ids_to_tokens(cm.infill_id) == "<|reserved_token_1|>"  # never masked nor predicted
