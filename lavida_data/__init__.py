@@ -10,7 +10,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .config import DatasetSpec, MaxEncImages, Mixture
-from .errors import ConfigError, Issue, LavidaDataError, SampleError
+from .errors import ConfigError, Issue, LavidaDataError, SampleError, TooManyBadSamples
+from .io import StorageUnavailable
 from .plan import DatasetPlan
 from .reader import Stats, iter_rows, iter_samples, selected_rows
 from .registry import ConvertContext, Converter, NoOptions, Registry, converter, registry
@@ -41,5 +42,5 @@ __all__ = [
     "__version__", "build_dataloader", "build_dataset", "global_order", "LoaderConfig", "MixtureDataset",
     "ProcessConfig", "convert_row", "converter", "iter_batches", "iter_rows", "iter_samples", "load_mixture",
     "read_schema", "run_import", "registry", "sample_id", "sample_np_rng", "sample_rng", "selected_rows", "validate_file",
-    "validate_text",
+    "validate_text", "StorageUnavailable", "TooManyBadSamples",
 ]

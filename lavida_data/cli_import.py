@@ -23,6 +23,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         task = bar.add_task(f"importing {args.kind}", total=None)
         result = run_import(args.kind, args.source, args.out, images_to=args.images_to, frame=args.frame,
                             workers=args.workers, on_progress=lambda n: bar.advance(task, n))
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
     if args.json:
         _print_json(result.to_json())
         return 0

@@ -18,14 +18,14 @@ from typing import Annotated, Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, model_validator
 
-from . import s3
+from .io import is_s3
 from .strategy import SamplingStrategy
 
 
 def resolve_path(file: str | None, path: str) -> str:
     """``path`` relative to the folder of ``file`` (a mixture file); ``s3://`` and absolute paths,
     and paths of a mixture given as text (``file`` None or ``<...>``), are kept as given."""
-    if s3.is_s3(path) or os.path.isabs(path) or file is None or file.startswith("<"):
+    if is_s3(path) or os.path.isabs(path) or file is None or file.startswith("<"):
         return path
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(file)), path))
 

@@ -63,12 +63,19 @@ class ConfigError(LavidaDataError, ValueError):
 
 
 class SampleError(LavidaDataError):
-    """A row cannot be turned into a sample; it is skipped and counted under ``reason``."""
+    """A row cannot be turned into a sample; it is skipped and counted under ``reason``
+    (``path``: the file at fault, when one is, e.g. an unreadable image)."""
 
-    def __init__(self, reason: str, message: str = "", field: str | None = None):
+    def __init__(self, reason: str, message: str = "", field: str | None = None, path: str | None = None):
         self.reason = reason
         self.field = field
+        self.path = path
         super().__init__(message or reason)
+
+
+class TooManyBadSamples(LavidaDataError):
+    """A dataset's bad fraction passed ``max_bad_fraction``: the message names it, gives its counts
+    per reason and a few examples (sample id, path, error) of each."""
 
 
 class MissingDependencyError(LavidaDataError, ImportError):

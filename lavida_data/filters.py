@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .tables import column_values, is_json_field
+
 SCORE = "fltLaionAesthScore"
 HEIGHT = "intHeight"
 WIDTH = "intWidth"
@@ -64,7 +66,7 @@ class Filters:
             )
             keep &= self._check(batch, "min_size", ok, keep, dropped)
         if self.max_enc_column is not None:
-            lengths = _list_lengths(batch.column(self.max_enc_column))
+            lengths = _list_lengths(batch, self.max_enc_column)
             ok = pc.less_equal(lengths, self.max_enc_value)
             keep &= self._check(batch, "max_enc_images", ok, keep, dropped)
         if keep.all():
@@ -83,15 +85,30 @@ class Filters:
 
 def _num(batch: pa.RecordBatch, name: str) -> pa.Array:
     col = batch.column(name)
+    if is_json_field(batch.schema.field(name)):  # mixed json values: numbers, numeric text, else null
+        return pa.array([_as_float(v) for v in column_values(batch, name)], pa.float64())
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         col = pc.cast(pc.if_else(pc.equal(pc.utf8_trim_whitespace(col), ""), None, col), pa.float64(), safe=False)
     return col
 
 
-def _list_lengths(col: pa.Array) -> pa.Array:
+def _as_float(v) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def _list_lengths(batch: pa.RecordBatch, name: str) -> pa.Array:
     """Item counts of a list column; a string counts 1, or its length when it holds a JSON list."""
+    col = batch.column(name)
     if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
         return pc.list_value_length(col)
+    if is_json_field(batch.schema.field(name)):  # each value as it was: a list's items, else 1
+        return pa.array([None if v is None else len(v) if isinstance(v, list) else 1
+                         for v in column_values(batch, name)], pa.int64())
     out = []
     for v in col.to_pylist():
         if v is None:

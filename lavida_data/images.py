@@ -6,16 +6,14 @@ import io
 
 from PIL import Image
 
-from . import s3
+from . import io as storage
 
 
 def read_image_bytes(path: str) -> bytes:
-    if s3.is_s3(path):
-        return s3.read_bytes(path)
-    if "://" in path:
-        raise ValueError(f"{path}: only local paths and s3:// URIs are supported")
-    with open(path, "rb") as f:
-        return f.read()
+    """The file's bytes, through the storage layer: transient faults retried (one that lasts
+    raises :class:`~lavida_data.io.StorageUnavailable`); a missing file is ``FileNotFoundError``,
+    a URL other than ``s3://`` a ``ValueError``."""
+    return storage.read_bytes(path)
 
 
 def open_image(path: str) -> Image.Image:

@@ -14,24 +14,25 @@ import hashlib
 import json
 import os
 import shutil
-import time
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from . import s3
+from . import io as storage
 from .errors import SampleError
 from .images import read_image_bytes
 from .plan import DatasetPlan
 from .reader import Stats, kept_batches
 from .sample import IMAGE_ROLES, convert_row, image_paths
-from .mds import ArrowMDSWriter
+from .mds import ArrowMDSWriter, shard_name
 from .shards import INDEX, MANIFEST, ROWS, RowCodec, column_kinds, join, pack_images, read_manifest
-from .tables import ROW, read_schema, source_info, table_format
+from .tables import ROW, batch_records, read_schema, source_info, table_format
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: json/jsonl values stored exactly as they were (mixed columns no longer quoted twice)
+KILL_AFTER = "LAVIDA_PREPARE_KILL_AFTER"  # test hook: "commit:manifest" kills a commit to S3 after its manifest
 DEFAULT_SHARD_SIZE = 64 << 20
 BATCH_ROWS = 1 << 16  # rows per read batch; json/jsonl columns are typed (and images deduplicated) per batch
 
@@ -75,17 +76,14 @@ def fingerprint(plan: DatasetPlan, schema: list[str], embed: bool, shard_size: i
     return digest, what
 
 
-def _fetch(path: str, retries: int = 4, backoff: float = 0.2) -> bytes:
-    for attempt in range(retries + 1):
-        try:
-            return read_image_bytes(path)
-        except (FileNotFoundError, PermissionError, ValueError):
-            raise
-        except OSError:
-            if attempt == retries:
-                raise
-            time.sleep(backoff * 2**attempt)
-    raise AssertionError("unreachable")
+def _fetch(path: str) -> bytes:
+    """An image's bytes; transient faults are retried by the storage layer, and one that lasts
+    (:class:`~lavida_data.io.StorageUnavailable`) stops the preparation: it is never counted."""
+    return read_image_bytes(path)
+
+
+#: what an image fetch may fail with and still be counted as missing (permanent faults)
+MISSING_IMAGE_ERRORS = (OSError, ValueError)
 
 
 def _images_of(plan: DatasetPlan, rec: dict, row_index: int, position: int) -> list[str]:
@@ -100,9 +98,7 @@ def _images_of(plan: DatasetPlan, rec: dict, row_index: int, position: int) -> l
 def _arrow_schema(path: str):
     import pyarrow.parquet as pq
 
-    from .tables import _open
-
-    with _open(path, seekable=True) as f:
+    with storage.open_read(path, seekable=True) as f:
         return pq.ParquetFile(f).schema_arrow
 
 
@@ -129,7 +125,7 @@ def _write(plan: DatasetPlan, work: str, columns: list[str], *, embed: bool, sha
             rows.append(idx)
             blobs = None
             if embed and pool is not None:
-                recs = batch.to_pylist()
+                recs = batch_records(batch)
                 wanted = [_images_of(plan, r, int(i), position + k) for k, (r, i) in enumerate(zip(recs, idx))]
                 unique = list(dict.fromkeys(p for ps in wanted for p in ps))
                 futures = {p: pool.submit(_fetch, p) for p in unique}
@@ -137,7 +133,7 @@ def _write(plan: DatasetPlan, work: str, columns: list[str], *, embed: bool, sha
                 for p, fut in futures.items():
                     try:
                         got[p] = fut.result()
-                    except Exception as e:  # fetched again (and counted) at load time
+                    except MISSING_IMAGE_ERRORS as e:  # fetched again (and counted) at load time
                         missing[type(e).__name__] = missing.get(type(e).__name__, 0) + 1
                 stored = [{p: got[p] for p in ps if p in got} for ps in wanted]
                 blobs = [pack_images(imgs) for imgs in stored]
@@ -159,7 +155,7 @@ def prepare_dataset(plan: DatasetPlan, out: str, *, embed: bool = False, shard_s
     done = up_to_date(plan, out, digest)
     if done is not None:
         return done
-    local = not s3.is_s3(out)
+    local = not storage.is_s3(out)
     if local:
         os.makedirs(out, exist_ok=True)
         work = os.path.join(out, f".{plan.name}.partial")
@@ -195,9 +191,14 @@ def up_to_date(plan: DatasetPlan, out: str, digest: str) -> Prepared | None:
     old = read_manifest(dest)
     if old is None or old.get("fingerprint") != digest:
         return None
-    if not s3.is_s3(out):  # what a run killed after its final rename left behind
+    if not storage.is_s3(out):  # what a run killed after its final rename left behind
         for leftover in (f".{plan.name}.old", f".{plan.name}.partial"):
             shutil.rmtree(os.path.join(out, leftover), ignore_errors=True)
+    else:  # what a run killed after its manifest left behind: stale shards, a Ray work prefix
+        remove_stale(dest, committed_names(int(old["shards"])))
+        work = join(out, f".{plan.name}.partial")
+        if storage.is_dir(work):
+            storage.remove_tree(work)
     return Prepared(plan.name, dest, digest, old["rows_read"], old["rows_kept"], old["dropped"],
                     old["shards"], up_to_date=True, images_embedded=old.get("images_embedded", 0),
                     images_missing=old.get("images_missing", {}))
@@ -238,33 +239,46 @@ def _commit_local(work: str, dest: str) -> None:
 
 
 def _commit_s3(work: str, dest: str, copies: Mapping[str, str] | None = None) -> None:
-    """Upload shards first, then the index, the row map, and the manifest last.
+    """Upload shards first, then the index, the row map, and the manifest last; then remove the
+    objects of an earlier preparation that this one does not have (a run killed before that
+    ends it when it next finds the dataset up to date).
 
     ``copies`` maps more object names to objects already on S3 (shards that Ray tasks wrote in a
     work prefix): they are copied server-side, with the shards, before the index."""
-    bucket, prefix = s3.split(dest + "/")
-    client = s3.client()
-    client.delete_object(Bucket=bucket, Key=prefix + MANIFEST)  # incomplete until the manifest is back
+    storage.delete(join(dest, MANIFEST))  # incomplete until the manifest is back
     copies = dict(copies or {})
     names = sorted(set(os.listdir(work)) | set(copies))
     last = [INDEX, ROWS, MANIFEST]
 
     def put(name: str) -> None:
         if name in copies:
-            src_bucket, src_key = s3.split(copies[name])
-            client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, prefix + name)
+            storage.copy(copies[name], join(dest, name))
         else:
-            client.upload_file(os.path.join(work, name), bucket, prefix + name)
+            storage.upload(os.path.join(work, name), join(dest, name))
 
     with ThreadPoolExecutor(max_workers=16) as pool:  # the shards, in any order
         list(pool.map(put, [n for n in names if n not in last]))
     for name in last:
         put(name)
-    keep = {prefix + n for n in names}
-    stale = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-             for o in page.get("Contents", []) if o["Key"] not in keep and "/" not in o["Key"][len(prefix):]]
-    for key in stale:
-        client.delete_object(Bucket=bucket, Key=key)
+    _kill_point("commit:manifest")
+    remove_stale(dest, set(names))
+
+
+def committed_names(shards: int) -> set[str]:
+    """The objects of a committed dataset of ``shards`` shards."""
+    return {INDEX, ROWS, MANIFEST, *(shard_name(k) for k in range(shards))}
+
+
+def remove_stale(dest: str, keep: set[str]) -> None:
+    """Remove the objects directly under ``dest`` that are not in ``keep``."""
+    stale = [join(dest, n) for n in storage.listdir(dest) if n not in keep]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(storage.delete, stale))
+
+
+def _kill_point(name: str) -> None:
+    if os.environ.get(KILL_AFTER) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _plan_args(plan: DatasetPlan) -> tuple:

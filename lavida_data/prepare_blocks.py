@@ -27,12 +27,12 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from . import s3
+from . import io as storage
 from .mds import ArrowMDSWriter, _buffers, shard_name
 from .plan import DatasetPlan
 from .reader import Stats
 from .shards import RowCodec, join, pack_images
-from .tables import ROW, _open, csv_batches, iter_batches, jsonl_records, records_to_batch
+from .tables import ROW, _open, batch_records, csv_batches, iter_batches, jsonl_records, records_to_batch
 
 EMBED_ROWS = 1024  # rows whose images are fetched (and held) at once when embedding
 _SCAN_CHUNK = 8 << 20
@@ -62,70 +62,12 @@ class Job:
 # ------------------------------------------------------------------------------------------ storage
 
 
-def put_bytes(path: str, data: bytes) -> None:
-    """Write a whole file or object at once (a reader never sees half of it)."""
-    if s3.is_s3(path):
-        bucket, key = s3.split(path)
-        s3.client().put_object(Bucket=bucket, Key=key, Body=data)
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def get_bytes(path: str) -> bytes | None:
+    """A whole file or object, or ``None`` when it is not there."""
     try:
-        if s3.is_s3(path):
-            return s3.read_bytes(path)
-        with open(path, "rb") as f:
-            return f.read()
+        return storage.read_bytes(path)
     except FileNotFoundError:
         return None
-
-
-def listing(folder: str) -> dict[str, int]:
-    """Name -> size of the files directly in ``folder`` (nothing when it does not exist)."""
-    if not s3.is_s3(folder):
-        try:
-            return {e.name: e.stat().st_size for e in os.scandir(folder) if e.is_file()}
-        except FileNotFoundError:
-            return {}
-    bucket, prefix = s3.split(folder.rstrip("/") + "/")
-    out = {}
-    for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-        for o in page.get("Contents", []):
-            out[o["Key"][len(prefix):]] = o["Size"]
-    return out
-
-
-def remove_tree(folder: str) -> None:
-    if not s3.is_s3(folder):
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
-        return
-    bucket, prefix = s3.split(folder.rstrip("/") + "/")
-    client = s3.client()
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for o in page.get("Contents", [])]
-    for i in range(0, len(keys), 1000):
-        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
-
-
-def read_range(path: str, start: int, end: int) -> bytes:
-    if end <= start:
-        return b""
-    if s3.is_s3(path):
-        bucket, key = s3.split(path)
-        try:
-            return s3.client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
-        except Exception as e:
-            raise s3._translate(e, path) from e
-    with open(path, "rb") as f:
-        f.seek(start)
-        return f.read(end - start)
 
 
 # ------------------------------------------------------------------------------------------- blocks
@@ -214,8 +156,8 @@ def read_block(job: Job, block: dict, columns: list[str]) -> Iterator[pa.RecordB
         yield from iter_batches(path, columns, batch_size=job.batch_rows, numeric=numeric)
         return
     n = 0
-    raw = _csv_block(path, block, columns, numeric) if job.fmt == "csv" else _jsonl_block(path, block, columns,
-                                                                                         job.batch_rows)
+    raw = (_csv_block(path, block, columns, numeric) if job.fmt == "csv"
+           else _jsonl_block(path, block, columns, numeric, job.batch_rows))
     for batch in raw:
         yield batch.append_column(ROW, pa.array(np.arange(start + n, start + n + batch.num_rows, dtype=np.int64)))
         n += batch.num_rows
@@ -227,7 +169,7 @@ def read_block(job: Job, block: dict, columns: list[str]) -> Iterator[pa.RecordB
 def _parquet_block(path, start, end, columns, batch_rows) -> Iterator[pa.RecordBatch]:
     import pyarrow.parquet as pq
 
-    with _open(path, seekable=True) if s3.is_s3(path) else nullcontext(path) as f:  # locally Arrow's own reader
+    with _open(path, seekable=True) if storage.is_s3(path) else nullcontext(path) as f:  # locally Arrow's own reader
         pf = pq.ParquetFile(f)
         counts = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
         offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
@@ -247,22 +189,24 @@ def _parquet_block(path, start, end, columns, batch_rows) -> Iterator[pa.RecordB
 
 def _csv_block(path, block, columns, numeric) -> Iterator[pa.RecordBatch]:
     # the options of tables._raw_batches, for the header line followed by the block's lines
-    data = read_range(path, 0, block["header_end"]) + read_range(path, block["byte_start"], block["byte_end"])
+    data = (storage.read_range(path, 0, block["header_end"])
+            + storage.read_range(path, block["byte_start"], block["byte_end"]))
     yield from csv_batches(io.BytesIO(data), columns, columns, numeric)
 
 
-def _jsonl_block(path, block, columns, batch_rows) -> Iterator[pa.RecordBatch]:
+def _jsonl_block(path, block, columns, numeric, batch_rows) -> Iterator[pa.RecordBatch]:
     # tables._iter_records on the block's lines; blocks start at a multiple of batch_rows records,
     # so each batch (whose values Arrow types together) holds the rows the local reader puts in it
-    text = io.TextIOWrapper(io.BytesIO(read_range(path, block["byte_start"], block["byte_end"])), encoding="utf-8")
+    text = io.TextIOWrapper(io.BytesIO(storage.read_range(path, block["byte_start"], block["byte_end"])),
+                            encoding="utf-8")
     rows: list[dict] = []
     for rec in jsonl_records(text, path, block["line"]):
         rows.append(rec)
         if len(rows) >= batch_rows:
-            yield records_to_batch(rows, columns)
+            yield records_to_batch(rows, columns, numeric)
             rows = []
     if rows:
-        yield records_to_batch(rows, columns)
+        yield records_to_batch(rows, columns, numeric)
 
 
 # -------------------------------------------------------------------------------------------- tasks
@@ -294,7 +238,7 @@ def encode_block(job: Job, index: int, block: dict, position: int) -> dict:
     missing: list[list] = []  # [read batch, path, error]: the driver counts each once per read batch
     embedded = 0
     pool = ThreadPoolExecutor(max_workers=job.fetch_workers) if job.embed else None
-    fd, tmp = tempfile.mkstemp(suffix=".arrow", dir=None if s3.is_s3(job.scratch) else _ensure_dir(job, "blocks"))
+    fd, tmp = tempfile.mkstemp(suffix=".arrow", dir=None if storage.is_s3(job.scratch) else _ensure_dir(job, "blocks"))
     os.close(fd)
     try:
         with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, pa.schema([("sample", pa.binary())])) as out:
@@ -317,9 +261,8 @@ def encode_block(job: Job, index: int, block: dict, position: int) -> dict:
                     sizes.append(np.diff(offsets).astype(np.int64) + 4)
                     rows.append(idx.astype(np.int64))
                     batches.append(len(samples))
-        if s3.is_s3(job.scratch):
-            bucket, key = s3.split(block_path(job, index, "arrow"))
-            s3.client().upload_file(tmp, bucket, key)
+        if storage.is_s3(job.scratch):
+            storage.upload(tmp, block_path(job, index, "arrow"))
         else:
             os.replace(tmp, block_path(job, index, "arrow"))
     finally:
@@ -333,7 +276,7 @@ def encode_block(job: Job, index: int, block: dict, position: int) -> dict:
     buf = io.BytesIO()
     np.savez(buf, sizes=_cat(sizes), rows=_cat(rows), batches=np.asarray(batches, dtype=np.int64),
              meta=np.array(json.dumps(meta)))
-    put_bytes(block_path(job, index, "npz"), buf.getvalue())
+    storage.write_bytes(block_path(job, index, "npz"), buf.getvalue())
     return {"rows_read": stats.rows_read, "rows_kept": stats.rows_kept}
 
 
@@ -371,8 +314,10 @@ def _parts(kept: pa.RecordBatch, job: Job) -> Iterator[pa.RecordBatch]:
 
 def _embed(job, part, idx, position, pool, missing, images_of, fetch) -> tuple[list[bytes], int]:
     """The packed images of each row (fetched concurrently), as the local engine stores them."""
+    from .prepare import MISSING_IMAGE_ERRORS
+
     plan = job.plan
-    recs = part.to_pylist()
+    recs = batch_records(part)
     wanted = [images_of(plan, r, int(i), position + k) for k, (r, i) in enumerate(zip(recs, idx))]
     unique = list(dict.fromkeys(p for ps in wanted for p in ps))
     futures = {p: pool.submit(fetch, p) for p in unique}
@@ -381,7 +326,7 @@ def _embed(job, part, idx, position, pool, missing, images_of, fetch) -> tuple[l
     for p, fut in futures.items():
         try:
             got[p] = fut.result()
-        except Exception as e:  # fetched again (and counted) at load time
+        except MISSING_IMAGE_ERRORS as e:  # fetched again (and counted) at load time; a transient fault stops
             missing.append([group, p, type(e).__name__])
     stored = [{p: got[p] for p in ps if p in got} for ps in wanted]
     return [pack_images(imgs) for imgs in stored], sum(len(imgs) for imgs in stored)
@@ -415,14 +360,14 @@ def write_shards(job: Job, shards: list[list[int]], sources: list[list]) -> dict
                 pos += n
         arr = pa.concat_arrays(pieces) if len(pieces) > 1 else pieces[0] if pieces else pa.array([], pa.binary())
         offsets, data = _buffers(arr)
-        put_bytes(join(job.work, shard_name(index)), writer.shard_bytes(offsets, data, 0, len(arr)))
+        storage.write_bytes(join(job.work, shard_name(index)), writer.shard_bytes(offsets, data, 0, len(arr)))
     return {"shards": len(shards)}
 
 
 def _open_block(job: Job, index: int) -> pa.ipc.RecordBatchFileReader:
     path = block_path(job, index, "arrow")
-    if s3.is_s3(path):
-        return pa.ipc.open_file(pa.PythonFile(s3.open_ranged(path), mode="r"))
+    if storage.is_s3(path):
+        return pa.ipc.open_file(pa.PythonFile(storage.open_read(path, seekable=True), mode="r"))
     return pa.ipc.open_file(pa.memory_map(path))
 
 

@@ -31,21 +31,22 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from . import io as storage
 from . import prepare as local_engine
-from . import s3
 from .errors import LavidaDataError
+from .io.policy import ENV as STORAGE_ENV
 from .mds import shard_bounds, shard_name
 from .plan import DatasetPlan
-from .prepare import (DEFAULT_SHARD_SIZE, Prepared, _commit_local, _commit_s3, build_manifest, fingerprint, row_kinds,
-                      up_to_date, write_manifest)
-from .prepare_blocks import (Job, count_block, count_missing, encode_block, get_bytes, listing, load_block_meta,
-                             parquet_blocks, put_bytes, remove_tree, shard_nbytes, text_blocks, write_shards)
+from .prepare import (DEFAULT_SHARD_SIZE, KILL_AFTER, Prepared, _commit_local, _commit_s3, build_manifest,
+                      fingerprint, row_kinds, up_to_date, write_manifest)
+from .prepare_blocks import (Job, count_block, count_missing, encode_block, get_bytes, load_block_meta,
+                             parquet_blocks, shard_nbytes, text_blocks, write_shards)
 from .reader import _NUMERIC, Stats
 from .shards import INDEX, MANIFEST, ROWS, join, read_manifest
 from .tables import read_schema, table_format
 
 RAY_MISSING = "the ray engine needs Ray: pip install 'lavida-data[ray]'"
-KILL_AFTER = "LAVIDA_PREPARE_KILL_AFTER"  # test hook: "blocks:N" or "shard_groups:N" kills the driver
+# KILL_AFTER, test hook: "blocks:N" or "shard_groups:N" kills the driver
 PLAN = "plan.json"
 PLAN_VERSION = 1
 _killed_count: Counter = Counter()
@@ -59,8 +60,10 @@ class PreparedRay(Prepared):
 
 
 def forwarded_env() -> dict[str, str]:
-    """The S3 settings of the driver that the workers get (names only are ever shown)."""
-    return {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k in ("S3_ENDPOINT_URL", KILL_AFTER)}
+    """The S3 settings (endpoint, credentials, retry policy) of the driver that the workers get
+    (names only are ever shown)."""
+    names = {"S3_ENDPOINT_URL", KILL_AFTER, *STORAGE_ENV.values()}
+    return {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k in names}
 
 
 def connect(address: str | None) -> bool:
@@ -116,13 +119,11 @@ def prepare_dataset_ray(plan: DatasetPlan, out: str, *, embed: bool = False, sha
                         block_rows: int | None = None, on_rows: Callable[[int], None] | None = None,
                         fetch_workers: int = 16) -> PreparedRay:
     """Prepare one dataset into ``{out}/{name}`` unless its manifest is up to date."""
-    local = not s3.is_s3(out)
+    local = not storage.is_s3(out)
     work = join(out, f".{plan.name}.partial")
     digest, what = fingerprint(plan, read_schema(plan.table), embed, shard_size)
-    done = up_to_date(plan, out, digest)
+    done = up_to_date(plan, out, digest)  # (on S3 it also removes what a run killed after its commit left)
     if done is not None:
-        if not local and (listing(work) or listing(join(work, ".ray"))):
-            remove_tree(work)  # what a run killed after its commit left behind
         return PreparedRay(**asdict(done), engine=_engine_stats(0, 0, 0, 0))
     if local:
         os.makedirs(out, exist_ok=True)
@@ -158,7 +159,7 @@ def prepare_dataset_ray(plan: DatasetPlan, out: str, *, embed: bool = False, sha
     sizes = np.concatenate([m["sizes"] for m in metas]) if metas else np.zeros(0, np.int64)
     csum = np.concatenate([[0], np.cumsum(sizes)])
     nbytes = [shard_nbytes(writer, b - a, int(csum[b] - csum[a])) for a, b in bounds]
-    present = listing(work)
+    present = storage.listdir(work)
     missing = [k for k in range(len(bounds)) if present.get(shard_name(k)) != nbytes[k]]
     kept = np.concatenate([[0], np.cumsum([m["rows_kept"] for m in metas])]).astype(np.int64)
     groups = _groups(missing, bounds, nbytes)
@@ -186,7 +187,7 @@ def prepare_dataset_ray(plan: DatasetPlan, out: str, *, embed: bool = False, sha
                                           for e in entries})
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        remove_tree(work)
+        storage.remove_tree(work)
     return PreparedRay(plan.name, dest, digest, stats.rows_read, stats.rows_kept, manifest["dropped"], len(bounds),
                        images_embedded=embedded, images_missing=images_missing,
                        engine=_engine_stats(len(blocks), len(todo), len(bounds), len(missing)))
@@ -210,7 +211,7 @@ def _plan(job: Job, digest: str, block_rows: int | None) -> list[dict]:
     if doc and (doc.get("version"), doc.get("fingerprint"), doc.get("batch_rows")) == (PLAN_VERSION, digest,
                                                                                         job.batch_rows):
         return doc["blocks"]
-    remove_tree(job.work)
+    storage.remove_tree(job.work)
     rows = block_rows or (4096 if job.embed else 1 << 16)
     if job.fmt == "parquet":
         blocks = parquet_blocks(job.plan.table, rows)
@@ -220,7 +221,7 @@ def _plan(job: Job, digest: str, block_rows: int | None) -> list[dict]:
         blocks = _remote(text_blocks, job.plan.table, job.fmt, rows)
     else:
         blocks = [{"start": 0, "end": None}]
-    put_bytes(path, json.dumps({"version": PLAN_VERSION, "fingerprint": digest, "batch_rows": job.batch_rows,
+    storage.write_bytes(path, json.dumps({"version": PLAN_VERSION, "fingerprint": digest, "batch_rows": job.batch_rows,
                                 "blocks": blocks}).encode())
     return blocks
 
@@ -360,7 +361,7 @@ def _write_final(folder: str, entries: list[dict], rows: np.ndarray, manifest: d
 
 def _finish_local(work: str, scratch: str, dest: str, entries: list[dict], rows: np.ndarray, manifest: dict) -> None:
     names = {e["raw_data"]["basename"] for e in entries} | {INDEX, ROWS, MANIFEST}
-    for name in listing(work):
+    for name in storage.listdir(work):
         if name not in names:  # the temporary file of a task that was killed
             os.unlink(os.path.join(work, name))
     _write_final(work, entries, rows, manifest)
@@ -380,7 +381,7 @@ def _encode_task(spec: dict, job: Job) -> dict:
 @_task
 def _count_task(spec: dict, job: Job) -> dict:
     counts = count_block(job, spec["block"])
-    put_bytes(join(job.scratch, "counts", f"{spec['i']:06d}.json"), json.dumps(counts).encode())
+    storage.write_bytes(join(job.scratch, "counts", f"{spec['i']:06d}.json"), json.dumps(counts).encode())
     return {"i": spec["i"], **counts}
 
 

@@ -17,7 +17,7 @@ from .errors import SampleError
 from .filters import HEIGHT, SCORE, WIDTH
 from .plan import DatasetPlan
 from .sample import convert_row
-from .tables import ROW, count_rows, iter_batches, read_schema
+from .tables import ROW, batch_records, count_rows, iter_batches, read_schema
 
 _NUMERIC = (SCORE, HEIGHT, WIDTH, "hpsv2")
 
@@ -96,7 +96,7 @@ def iter_rows(plan: DatasetPlan, seed: int, stats: Stats | None = None) -> Itera
             if not mask.any():
                 continue
             batch = batch.filter(pa.array(mask))
-        for rec in batch.to_pylist():
+        for rec in batch_records(batch):
             if limit is not None and given >= limit:
                 return
             idx = rec.pop(ROW)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from . import s3
+from .io import is_s3
 from .errors import SampleError
 from .registry import ConvertContext, Converter
 from .rng import sample_rng
@@ -24,9 +24,9 @@ def sample_id(dataset: str, row_index: int) -> str:
 
 def join_root(root: str | None, path: str) -> str:
     """``path`` under ``root`` unless it is already absolute (``s3://``, ``/``, or a URL)."""
-    if not root or s3.is_s3(path) or os.path.isabs(path) or "://" in path:
+    if not root or is_s3(path) or os.path.isabs(path) or "://" in path:
         return path
-    if s3.is_s3(root) or "://" in root:
+    if is_s3(root) or "://" in root:
         return root.rstrip("/") + "/" + path.lstrip("/")
     return os.path.join(root, path)
 

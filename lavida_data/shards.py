@@ -15,14 +15,14 @@ records each column's kind, so a reader decodes rows without guessing.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import struct
-from typing import Any
 
 import numpy as np
 
-from . import s3
+from . import io as storage
+from .tables import encode_json, is_json_field
 
 KIND_ENCODING = {"str": "str", "int64": "int64", "float64": "float64", "bool": "uint8", "json": "str"}
 MANIFEST = "manifest.json"
@@ -30,24 +30,7 @@ ROWS = "rows.npy"
 INDEX = "index.json"
 
 
-def join(base: str, *parts: str) -> str:
-    if s3.is_s3(base):
-        return "/".join([base.rstrip("/"), *parts])
-    return os.path.join(base, *parts)
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, bytes):
-        raise TypeError("binary table columns cannot be prepared; store images as files")
-    if hasattr(v, "isoformat"):
-        return v.isoformat()
-    if isinstance(v, np.generic):
-        return v.item()
-    return str(v)
-
-
-def encode_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=_json_default, separators=(",", ":"))
+join = storage.join
 
 
 def column_kinds(schema, columns: list[str], fmt: str, numeric: list[str]) -> dict[str, str]:
@@ -111,7 +94,9 @@ class RowCodec:
             if col.null_count:
                 nulls |= col.is_null().to_numpy(zero_copy_only=False).astype(np.uint64) << np.uint64(bit)
             kind = self.kinds[name]
-            if kind == "json":
+            if kind == "json" and is_json_field(batch.schema.field(name)):  # already each value's JSON text
+                out[f"c.{name}"] = pc.fill_null(col, "")
+            elif kind == "json":
                 values = col.to_pylist()
                 out[f"c.{name}"] = pa.array(["" if v is None else encode_json(v) for v in values], pa.string())
             elif kind == "str":
@@ -171,13 +156,7 @@ def unpack_images(blob: bytes) -> dict[str, bytes]:
 
 def read_text(path: str) -> str | None:
     """A small file's text, or ``None`` when it does not exist (local or S3)."""
-    try:
-        if s3.is_s3(path):
-            return s3.read_bytes(path).decode()
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
+    return storage.read_text(path, missing_ok=True)
 
 
 def read_manifest(folder: str) -> dict | None:
@@ -187,11 +166,7 @@ def read_manifest(folder: str) -> dict | None:
 
 def read_rows(folder: str) -> np.ndarray:
     """The source row index of each prepared sample, in shard order."""
-    if s3.is_s3(folder):
-        import io
-
-        return np.load(io.BytesIO(s3.read_bytes(join(folder, ROWS))), allow_pickle=False)
-    return np.load(join(folder, ROWS), allow_pickle=False)
+    return np.load(io.BytesIO(storage.read_bytes(join(folder, ROWS))), allow_pickle=False)
 
 
 def shard_sizes(folder: str) -> list[int]:

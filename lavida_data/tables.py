@@ -3,6 +3,14 @@
 Only the needed columns are read, batch by batch, so memory stays bounded for a table larger
 than RAM. Every batch carries ``__row__``: the row's index in the source table, counted from 0
 before any filter (it becomes the sample id).
+
+Every value reads back as it was in the table. csv cells are text (but the numeric filter
+columns); parquet columns keep their types; a json/jsonl column is typed by Arrow only when its
+values in the batch share one scalar type (str, bool, int, float; ints and floats together in a
+numeric filter column). Any other column (lists, objects, or a mix such as GPT-Image-Edit's
+``input_paths``, a string in some rows and a list in others) holds each value's JSON text, and
+its field is marked (:data:`JSON_FIELD`): :func:`batch_records` and :func:`column_values` decode
+it, and a prepared shard stores that text as is (never quoted twice).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from . import s3
+from . import io as storage
 from .errors import suggest
 
 ROW = "__row__"
@@ -31,6 +39,8 @@ FORMATS = {
     ".ndjson": "jsonl",
 }
 _SCHEMA_SAMPLE = 200
+#: field metadata of a json/jsonl column that holds each value's JSON text
+JSON_FIELD = b"lavida.json"
 
 
 def table_format(path: str) -> str:
@@ -45,19 +55,14 @@ def table_format(path: str) -> str:
 
 
 def source_info(path: str) -> dict[str, Any]:
-    """Size and a change marker (etag on S3, mtime locally) of a table."""
-    if s3.is_s3(path):
-        return s3.head(path)
-    st = os.stat(path)
-    return {"size": st.st_size, "etag": None, "mtime": st.st_mtime}
+    """Size and a change marker (etag on S3, mtime locally) of a table, from the object."""
+    info = storage.stat(path)
+    return {"size": info.size, "etag": info.etag, "mtime": info.mtime}
 
 
 @contextmanager
 def _open(path: str, seekable: bool = False) -> Iterator[IO[bytes]]:
-    if s3.is_s3(path):
-        f = s3.open_ranged(path) if seekable else s3.open_stream(path)
-    else:
-        f = open(path, "rb")
+    f = storage.open_read(path, seekable=seekable)
     try:
         yield f
     finally:
@@ -112,7 +117,7 @@ def iter_batches(
 def _raw_batches(path, fmt, columns, batch_size, numeric) -> Iterator[pa.RecordBatch]:
     cols = list(columns) if columns is not None else None
     if fmt == "parquet":
-        if not s3.is_s3(path):  # Arrow's own file reader: no Python in the read path
+        if not storage.is_s3(path):  # Arrow's own file reader: no Python in the read path
             yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=cols)
             return
         with _open(path, seekable=True) as f:
@@ -127,27 +132,87 @@ def _raw_batches(path, fmt, columns, batch_size, numeric) -> Iterator[pa.RecordB
     for rec in _iter_records(path, fmt):
         rows.append(rec)
         if len(rows) >= batch_size:
-            yield records_to_batch(rows, cols)
+            yield records_to_batch(rows, cols, numeric)
             rows = []
     if rows:
-        yield records_to_batch(rows, cols)
+        yield records_to_batch(rows, cols, numeric)
 
 
-def records_to_batch(rows: list[dict], columns: Sequence[str] | None) -> pa.RecordBatch:
-    """Records to a batch; a column whose values Arrow cannot unify is kept as JSON text."""
+def records_to_batch(rows: list[dict], columns: Sequence[str] | None, numeric: Sequence[str] = ()) -> pa.RecordBatch:
+    """Records to a batch; a column Arrow would change (lists, objects, mixed types) holds each
+    value's JSON text, its field marked with :data:`JSON_FIELD`."""
     if columns is None:
         names: dict[str, None] = {}
         for r in rows:
             names.update(dict.fromkeys(r))
         columns = list(names)
-    arrays = []
+    fields, arrays = [], []
     for c in columns:
         values = [r.get(c) for r in rows]
-        try:
-            arrays.append(pa.array(values))
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arrays.append(pa.array([None if v is None else json.dumps(v) for v in values], pa.string()))
-    return pa.RecordBatch.from_arrays(arrays, names=list(columns))
+        arr = _exact_array(values, c in numeric)
+        if arr is None:
+            arr = pa.array([None if v is None else encode_json(v) for v in values], pa.string())
+            fields.append(pa.field(c, pa.string(), metadata={JSON_FIELD: b"1"}))
+        else:
+            fields.append(pa.field(c, arr.type))
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+_SCALAR = {str: pa.string(), bool: pa.bool_(), int: pa.int64(), float: pa.float64()}
+
+
+def _exact_array(values: list, numeric: bool) -> pa.Array | None:
+    """An Arrow array that gives back each value as it is, or ``None`` when there is none: the
+    values (nulls aside) must share one scalar type; ints and floats mix in a numeric column."""
+    types = {type(v) for v in values if v is not None}
+    if numeric and types and types <= {int, float}:
+        types = {float} if float in types else {int}
+    if len(types) > 1 or (types and next(iter(types)) not in _SCALAR):
+        return None
+    try:
+        return pa.array(values, type=_SCALAR[types.pop()] if types else None)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None  # an int beyond int64
+
+
+def is_json_field(field: pa.Field) -> bool:
+    return bool(field.metadata) and field.metadata.get(JSON_FIELD) == b"1"
+
+
+def column_values(batch: pa.RecordBatch, name: str) -> list:
+    """A column's values as they were in the table (JSON text decoded)."""
+    values = batch.column(name).to_pylist()
+    if is_json_field(batch.schema.field(name)):
+        return [None if v is None else json.loads(v) for v in values]
+    return values
+
+
+def batch_records(batch: pa.RecordBatch) -> list[dict]:
+    """The batch's rows as dicts of the values as they were in the table (JSON text decoded)."""
+    rows = batch.to_pylist()
+    for i, field in enumerate(batch.schema):
+        if is_json_field(field):
+            for r in rows:
+                v = r[field.name]
+                if v is not None:
+                    r[field.name] = json.loads(v)
+    return rows
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, bytes):
+        raise TypeError("binary table columns cannot be prepared; store images as files")
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+def encode_json(value: Any) -> str:
+    """A value's JSON text as shards store it (compact, UTF-8)."""
+    return json.dumps(value, ensure_ascii=False, default=_json_default, separators=(",", ":"))
 
 
 def csv_header(path: str, chunk: int = 1 << 16) -> list[str]:

@@ -204,6 +204,32 @@ def test_engines_write_identical_files_on_s3(cluster, small_batches, s3_bucket, 
     assert all(r.up_to_date for r in prepare(plans(config), f"s3://{bucket}/ray", shard_size=SHARD).values())
 
 
+def test_the_ray_engine_gives_the_same_files_with_s3_faults(cluster, small_batches, s3_bucket, tmp_path):
+    """Tasks in Ray's worker processes read blocks, write blocks and shards, and the driver copies and
+    commits, all through the fault-injecting proxy (503 SlowDown, resets, stalls, truncated bodies):
+    the same files and counts as a run without faults."""
+    from .io.faults import faulty_s3
+
+    client, bucket = s3_bucket
+    data = write_tables(tmp_path / "data", n=400)
+    for name in ("t.parquet", "t.jsonl", "t.csv"):
+        client.upload_file(str(data / name), bucket, f"data/{name}")
+    text = "\n".join(line for line in MIX.splitlines() if "t_big" not in line and "t.json," not in line) + "\n"
+    config = mixture(tmp_path, f"s3://{bucket}/data", text)
+    with faulty_s3(os.environ["AWS_ENDPOINT_URL"], rate=0.15) as proxy:
+        clean = prepare_ray(plans(config), f"s3://{bucket}/clean", shard_size=SHARD, block_rows=150)
+        proxy.plan.enabled = True
+        faulty = prepare_ray(plans(config), f"s3://{bucket}/faulty", shard_size=SHARD, block_rows=150)
+        summary, faulted = proxy.plan.summary(), proxy.plan.faulted
+    same_files(s3_tree(client, bucket, "clean/"), s3_tree(client, bucket, "faulty/"))  # no work prefix left
+    assert {n: (r.rows_read, r.rows_kept, r.dropped, r.shards) for n, r in faulty.items()} == \
+        {n: (r.rows_read, r.rows_kept, r.dropped, r.shards) for n, r in clean.items()}
+    assert {"GET", "HEAD", "LIST", "PUT", "COPY", "DELETE"} <= set(summary), summary
+    # faults met by the tasks (in Ray's worker processes): table reads, blocks and shards written
+    assert any(k.startswith("PUT|") and "/.ray/blocks/" in k for k in faulted), faulted
+    assert any(k.startswith("PUT|") and "/faulty/.pq.partial/shard." in k for k in faulted), faulted
+
+
 def test_a_mixture_streams_identically_from_both_outputs(from_local_tables):
     from lavida_data.stream.loader import build_dataloader, build_dataset
     from lavida_data.stream.order import global_order

@@ -92,12 +92,19 @@ class ImportContext:
     # process_fn_kwargs learnt while importing (e.g. the image prefix), per part: merged into the
     # printed mixture entry and kept in the table metadata, so a rerun prints the same entry
     entry_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # what the user should know about the source though no record is skipped: key -> [count, first example]
+    notices: dict[str, list] = field(default_factory=dict)
 
     def skip(self, reason: str, detail: str = "") -> None:
         """Count one malformed record (``reason`` is a short stable label, ``detail`` says where)."""
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         if detail and reason not in self.examples:
             self.examples[reason] = detail[:300]
+
+    def notice(self, key: str, detail: str = "") -> None:
+        """Count one record worth a warning (``key``: a short stable label; the first ``detail`` kept)."""
+        entry = self.notices.setdefault(key, [0, detail[:300]])
+        entry[0] += 1
 
     def image(self, key: str, data: bytes | Callable[[], bytes], fallback: str | None = None) -> str | None:
         """The path the table holds for an image: under ``--images-to`` when given (written there),

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from .. import s3
+from ..io import is_s3
 from .base import ImportContext, ImportError_, Part, Row, importer
 from .boxes import (
     Box,
@@ -50,7 +50,7 @@ class ImageFolder:
 
     def __init__(self, root: str | None):
         self.root = root
-        self.local = root is not None and not s3.is_s3(root)
+        self.local = root is not None and not is_s3(root)
         self._keys: KeyIndex | None = None  # the keys under an S3 root
 
     def _exists(self, path: str) -> bool:
@@ -72,7 +72,7 @@ class ImageFolder:
         if not isinstance(name, str) or not name.strip():
             raise Malformed("missing_image_name", "the record names no image file")
         name = name.strip()
-        if s3.is_s3(name) or os.path.isabs(name) or self.root is None:
+        if is_s3(name) or os.path.isabs(name) or self.root is None:
             return name
         if ".." in name.replace("\\", "/").split("/"):
             raise Malformed("bad_image_name", f"image name {name!r} leaves the image folder")
@@ -83,7 +83,7 @@ class ImageFolder:
 
     def size(self, path: str) -> tuple[int, int]:
         """(width, height) of an image file, read from its header."""
-        if self.root is None and not (s3.is_s3(path) or os.path.isabs(path)):
+        if self.root is None and not (is_s3(path) or os.path.isabs(path)):
             raise Malformed("unknown_image_size", "the record gives no width/height and there is no images/ "
                                                   "folder to read the image from")
         size = image_size(path)

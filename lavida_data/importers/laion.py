@@ -12,7 +12,10 @@ is held in memory, about 200 bytes each); a row whose image was not downloaded i
 metadata parquet files the sidecars alone give the rows (caption, and COYO's score when
 img2dataset kept ``aesthetic_score_laion_v2`` as an additional column). ``intWidth/intHeight``
 are the stored image's size (the sidecar's ``width/height``; img2dataset may have resized),
-else the metadata's. COYO's ``aesthetic_score_laion_v2`` becomes ``fltLaionAesthScore``;
+else the metadata's. Downloads smaller than the originals img2dataset recorded (its sidecar's
+``original_width/original_height``: it resized them, by default to 256 px with borders) are
+counted and reported as a warning (``resized_downloads``): download with ``--resize_mode no``.
+COYO's ``aesthetic_score_laion_v2`` becomes ``fltLaionAesthScore``;
 Re-LAION ships no score, so its table has none. The downloaded images are referenced in place,
 or copied under ``--images-to`` as ``<kind>/<path in the release>``.
 """
@@ -116,7 +119,30 @@ def _downloads(source: str, ctx: ImportContext, quiet_failures: bool) -> Iterato
         if img is None:
             ctx.skip("image_missing", f"{side}: status success but no <key>.jpg beside it")
             continue
+        _check_resized(ctx, img, meta)
         yield img, rel(img, source), meta
+
+
+def _check_resized(ctx: ImportContext, img: str, meta: dict) -> None:
+    """Count a download smaller than the original img2dataset recorded (it was resized)."""
+    w, h, ow, oh = (_int(meta.get(k)) for k in ("width", "height", "original_width", "original_height"))
+    ctx.notice("downloads", img)
+    if w and h and ow and oh and (w < ow or h < oh):
+        ctx.notice(RESIZED, f"{img}: {w}x{h} stored, {ow}x{oh} original")
+
+
+RESIZED = "resized_downloads"
+
+
+def resized_warning(notices: dict[str, list]) -> str | None:
+    """The warning for downloads img2dataset resized, or None."""
+    if RESIZED not in notices:
+        return None
+    n, example = notices[RESIZED]
+    total = notices.get("downloads", [n])[0]
+    return (f"{n} of {total} downloaded images are smaller than the originals img2dataset recorded (e.g. "
+            f"{example}): it resized them (its default is 256 px with borders, useless for 1024-px generation); "
+            "download again with img2dataset --resize_mode no")
 
 
 def _int(v: Any) -> int | None:

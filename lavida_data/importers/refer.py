@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import s3
+from ..io import is_s3
 from . import safe_pickle
 from .base import ImportContext, ImportError_, Part, Row, importer
 from .boxes import Malformed, loc_tokens, to_grid, xywh_to_xyxy
@@ -45,7 +45,7 @@ def _refs_file(source: str) -> str:
 def _refer_images(folder: str) -> list[str]:
     """The refer toolkit's image folder for a dataset folder, ``<folder>/../images/mscoco/images/
     train2014`` (local, or on S3); none for the top of a bucket, which has no parent."""
-    if not s3.is_s3(folder):
+    if not is_s3(folder):
         return [join(os.path.join(folder, ".."), "images", "mscoco", "images", "train2014")]
     bucket, _, key = folder[len("s3://"):].rstrip("/").partition("/")
     if not key:

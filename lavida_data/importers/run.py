@@ -23,7 +23,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import s3
+from .. import io as storage
 from ..tables import _open
 from .base import IMPORTERS, Frame, ImportContext, Importer
 from .sink import ImageSink
@@ -50,7 +50,7 @@ class _PartWriter:
         self.final = final
         self.schema = schema
         self.batch_rows = batch_rows
-        self.dir = tempfile.mkdtemp(prefix="lavida-import-") if s3.is_s3(final) else None
+        self.dir = tempfile.mkdtemp(prefix="lavida-import-") if storage.is_s3(final) else None
         self.tmp = (os.path.join(self.dir, "part.parquet") if self.dir
                     else f"{os.path.dirname(os.path.abspath(final))}/.{os.path.basename(final)}.partial")
         if not self.dir:
@@ -78,9 +78,8 @@ class _PartWriter:
         self.flush()
         self.writer.add_key_value_metadata({META_KEY.decode(): json.dumps(meta)})  # in the footer
         self.writer.close()
-        if s3.is_s3(self.final):
-            bucket, key = s3.split(self.final)
-            s3.client().upload_file(self.tmp, bucket, key)
+        if storage.is_s3(self.final):
+            storage.upload(self.tmp, self.final)
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
             os.replace(self.tmp, self.final)
@@ -127,17 +126,7 @@ def read_index(out: str) -> dict | None:
 
 def write_index(out: str, index: dict) -> None:
     """Write ``<out>/_import.json`` in one step (a local rename, or one S3 upload)."""
-    uri = f"{out.rstrip('/')}/{INDEX}"
-    data = json.dumps(index, indent=1, ensure_ascii=False).encode()
-    if s3.is_s3(uri):
-        bucket, key = s3.split(uri)
-        s3.client().put_object(Bucket=bucket, Key=key, Body=data)
-        return
-    os.makedirs(out, exist_ok=True)
-    tmp = f"{uri}.partial"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, uri)
+    storage.write_bytes(f"{out.rstrip('/')}/{INDEX}", json.dumps(index, indent=1, ensure_ascii=False).encode())
 
 
 def _previous(imp: Importer, out: str, fp: dict, options: dict) -> tuple[dict[str, dict], dict] | None:
@@ -198,13 +187,14 @@ class ImportResult:
     images_reused: int = 0
     up_to_date: bool = False
     entries: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
             "kind": self.kind, "source": self.source, "up_to_date": self.up_to_date, "tables": self.tables,
             "rows": sum(t["rows"] for t in self.tables.values()), "skipped": self.skipped,
             "skipped_examples": self.examples, "images_written": self.images_written,
-            "images_reused": self.images_reused, "mixture_entries": self.entries,
+            "images_reused": self.images_reused, "mixture_entries": self.entries, "warnings": self.warnings,
         }
 
 
@@ -230,8 +220,9 @@ def run_import(kind: str, source: str, out: str, *, images_to: str | None = None
         metas, skipped = previous
         tables = {p: {"path": table_uri(out, imp, p), "rows": m["rows"]} for p, m in metas.items()}
         entries = [mixture_entry(imp, p, tables[p]["path"], options=m.get("entry_options")) for p, m in metas.items()]
+        warnings = next(iter(metas.values())).get("warnings", []) if metas else []
         return ImportResult(kind, source, tables, dict(sorted(skipped.items())), {}, up_to_date=True,
-                            entries=entries)
+                            entries=entries, warnings=warnings)
     ctx = ImportContext(kind, source, frame, ImageSink(images_to, workers) if images_to else None,
                         on_progress=on_progress)
     writers: dict[str, _PartWriter] = {}
@@ -251,11 +242,12 @@ def run_import(kind: str, source: str, out: str, *, images_to: str | None = None
         if ctx.images is not None:
             ctx.images.close()
         skipped = dict(sorted(ctx.skipped.items()))
+        warnings = _warnings(ctx)
         tables = {}
         for p, w in writers.items():
             meta = {"kind": kind, "source": source, "source_fingerprint": fp, "options": options,
                     "part": p, "rows": w.count + len(w.rows), "skipped": skipped, "frame": frame,
-                    "entry_options": ctx.entry_options.get(p, {})}
+                    "entry_options": ctx.entry_options.get(p, {}), "warnings": warnings}
             w.commit(meta)
             tables[p] = {"path": w.final, "rows": w.count}
     except BaseException:
@@ -268,4 +260,10 @@ def run_import(kind: str, source: str, out: str, *, images_to: str | None = None
     entries = [mixture_entry(imp, p, t["path"], options=ctx.entry_options.get(p)) for p, t in tables.items()]
     return ImportResult(kind, source, tables, skipped, ctx.examples,
                         ctx.images.written if ctx.images else 0, ctx.images.reused if ctx.images else 0,
-                        entries=entries)
+                        entries=entries, warnings=warnings)
+
+
+def _warnings(ctx: ImportContext) -> list[str]:
+    from .laion import resized_warning
+
+    return [w for w in (resized_warning(ctx.notices),) if w]

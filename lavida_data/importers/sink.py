@@ -9,7 +9,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
-from .. import s3
+from .. import io as storage
 from .sources import list_objects
 
 
@@ -17,7 +17,7 @@ class ImageSink:
     """Writes images under a folder or S3 prefix with stable keys; skips keys already there."""
 
     def __init__(self, root: str, workers: int = 16, max_pending: int = 256):
-        self.is_s3 = s3.is_s3(root)
+        self.is_s3 = storage.is_s3(root)
         self.root = root.rstrip("/") if self.is_s3 else os.path.abspath(root)  # tables hold absolute paths
         self._pool = ThreadPoolExecutor(max_workers=workers)
         self._sem = threading.BoundedSemaphore(max_pending)
@@ -35,23 +35,14 @@ class ImageSink:
         if not self.is_s3:
             return os.path.isfile(self.uri(key)) and os.path.getsize(self.uri(key)) > 0
         if self._existing is None:  # one listing instead of a HEAD per image
-            prefix = s3.split(self.root + "/")[1]
+            prefix = storage.split(self.root + "/")[1]
             self._existing = {o["Key"][len(prefix):] for o in list_objects(self.root + "/")}
         return key in self._existing
 
     def _put(self, key: str, data: bytes | Callable[[], bytes]) -> None:
         try:
             blob = data() if callable(data) else data
-            if self.is_s3:
-                bucket, k = s3.split(self.uri(key))
-                s3.client().put_object(Bucket=bucket, Key=k, Body=blob)
-            else:
-                path = self.uri(key)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-                with open(tmp, "wb") as f:
-                    f.write(blob)
-                os.replace(tmp, path)  # never a half-written image under the final name
+            storage.write_bytes(self.uri(key), blob)  # never a half-written image under the final name
             with self._lock:
                 self.written += 1
         except Exception as e:

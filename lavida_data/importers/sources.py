@@ -18,7 +18,8 @@ from typing import IO, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .. import s3
+from .. import io as storage
+from ..io import StorageUnavailable, is_s3
 from ..tables import _open
 from .base import ImportError_
 
@@ -28,11 +29,7 @@ Member = tuple[str, Callable[[], bytes]]  # (path in the archive, read its bytes
 # ----------------------------------------------------------------------------------------- paths
 
 
-def join(base: str, *parts: str) -> str:
-    """``base/part/...`` for a local folder or an S3 prefix."""
-    if s3.is_s3(base):
-        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
-    return os.path.join(base, *parts)
+join = storage.join  # ``base/part/...`` for a local folder or an S3 prefix
 
 
 def norm(path: str) -> str:
@@ -43,7 +40,7 @@ def norm(path: str) -> str:
 
 def rel(uri: str, source: str) -> str:
     """``uri``'s path inside ``source`` (``/``-separated); its name when ``source`` is a file."""
-    if s3.is_s3(uri):
+    if is_s3(uri):
         base = source.rstrip("/")
         return uri[len(base) + 1:] if uri.startswith(base + "/") else posixpath.basename(uri)
     if os.path.isfile(source):
@@ -53,14 +50,14 @@ def rel(uri: str, source: str) -> str:
 
 def location(uri: str) -> str:
     """Where a table points for a file or folder: its absolute path, or its ``s3://`` URI."""
-    return uri.rstrip("/") if s3.is_s3(uri) else os.path.abspath(uri)
+    return uri.rstrip("/") if is_s3(uri) else os.path.abspath(uri)
 
 
 def folder_of(source: str) -> str:
     """The folder of a source (:func:`location`): itself when it is a folder, else the one holding it."""
     if is_dir(source):
         return location(source)
-    if s3.is_s3(source):
+    if is_s3(source):
         return source.rsplit("/", 1)[0]
     return os.path.dirname(os.path.abspath(source))
 
@@ -68,31 +65,9 @@ def folder_of(source: str) -> str:
 # ------------------------------------------------------------------------------ files and listings
 
 
-def exists(uri: str) -> bool:
-    return _is_object(uri) if s3.is_s3(uri) else os.path.exists(uri)
-
-
-def is_dir(uri: str) -> bool:
-    """Whether ``uri`` is a local folder, or an S3 prefix holding at least one object."""
-    if s3.is_s3(uri):
-        bucket, prefix = s3.split(uri.rstrip("/") + "/")
-        return bool(s3.client().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
-    return os.path.isdir(uri)
-
-
-def _is_object(uri: str) -> bool:
-    try:
-        s3.head(uri)
-        return True
-    except (FileNotFoundError, PermissionError, OSError, ValueError):
-        return False
-
-
-def read_bytes(uri: str) -> bytes:
-    if s3.is_s3(uri):
-        return s3.read_bytes(uri)
-    with open(uri, "rb") as f:
-        return f.read()
+exists = storage.exists  # a transient fault is raised, never taken for a missing file
+is_dir = storage.is_dir  # a local folder, or an S3 prefix holding at least one object
+read_bytes = storage.read_bytes
 
 
 def open_binary(uri: str, seekable: bool = False) -> contextlib.AbstractContextManager[IO[bytes]]:
@@ -103,9 +78,7 @@ def open_binary(uri: str, seekable: bool = False) -> contextlib.AbstractContextM
 def list_objects(uri: str) -> Iterator[dict]:
     """The listing entries (``Key``, ``Size``, ``ETag``, ...) of every S3 object whose key starts
     with ``uri``'s key (end it with ``/`` for a folder), page by page."""
-    bucket, prefix = s3.split(uri)
-    for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        yield from page.get("Contents", [])
+    return storage.list_prefix(uri)
 
 
 def _h(name: str) -> int:
@@ -159,7 +132,7 @@ class KeyIndex:
 
 def index_prefix(root: str) -> KeyIndex:
     """Every object key under an S3 prefix, relative to it (one listing, no per-image request)."""
-    prefix = s3.split(root.rstrip("/") + "/")[1]
+    prefix = storage.split(root.rstrip("/") + "/")[1]
     idx = KeyIndex()
     for o in list_objects(root.rstrip("/") + "/"):
         idx.add(o["Key"][len(prefix):])
@@ -177,38 +150,22 @@ def walk(source: str, pattern: str | None = None) -> Iterator[str]:
 
 
 def _walk(source: str) -> Iterator[str]:
-    if s3.is_s3(source):
-        if not source.endswith("/") and _is_object(source):
-            yield source
-            return
-        bucket = s3.split(source.rstrip("/") + "/")[0]
-        for o in list_objects(source.rstrip("/") + "/"):
-            if not o["Key"].endswith("/"):
-                yield f"s3://{bucket}/{o['Key']}"
-        return
-    if os.path.isfile(source):
-        yield source
-        return
-    if not os.path.isdir(source):
+    if not is_s3(source) and not os.path.exists(source):
         raise ImportError_(f"{source}: no such file or folder")
-    for root, dirs, files in os.walk(source, followlinks=True):
-        dirs.sort()
-        for name in sorted(files):
-            yield os.path.join(root, name)
+    for uri, _ in storage.walk(source):
+        yield uri
 
 
 def source_fingerprint(source: str) -> dict:
     """Size and mtime (or etag) of a source file, or of every file under a source folder."""
-    if s3.is_s3(source):  # an object, or every object under a prefix
-        key = s3.split(source)[1].rstrip("/")  # the object itself, or those under key/ (not key2/)
+    if is_s3(source):  # an object, or every object under a prefix
+        key = storage.split(source)[1].rstrip("/")  # the object itself, or those under key/ (not key2/)
         items = sorted((o["Key"], o["Size"], o.get("ETag", "")) for o in list_objects(source)
                        if o["Key"] == key or o["Key"].startswith(key + "/"))
     else:
-        items = []
-        for p in walk(source):
-            st = os.stat(p)
-            items.append((rel(p, source), st.st_size, int(st.st_mtime)))
-        items.sort()
+        if not os.path.exists(source):
+            raise ImportError_(f"{source}: no such file or folder")
+        items = sorted((rel(p, source), info.size, int(info.mtime or 0)) for p, info in storage.walk(source))
     digest = hashlib.sha256(json.dumps(items).encode()).hexdigest()[:32]
     return {"files": len(items), "digest": digest}
 
@@ -273,7 +230,7 @@ def iter_members(parts: str | list[str] | tuple[str, ...], on_error: OnError) ->
                 on_error("unsafe_member_path", f"{parts[0]}:{name}")
                 continue
             yield path, read
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:  # not StorageUnavailable: raised
         on_error("truncated_archive", f"{parts[0]}: {type(e).__name__}: {e}")
 
 
@@ -310,5 +267,7 @@ def image_size(image: bytes | str) -> tuple[int, int] | None:
                 return im.size
         with _open(image, seekable=True) as f, Image.open(f) as im:
             return im.size
+    except StorageUnavailable:  # a transient fault is not a bad image
+        raise
     except Exception:
         return None

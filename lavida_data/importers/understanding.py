@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import s3
+from ..io import is_s3
 from .base import ImportContext, ImportError_, Part, Row, importer
 from .boxes import Malformed
 from .jsonstream import iter_json_top, read_records
@@ -113,7 +113,7 @@ def _folder_images(ctx: ImportContext, root: str, candidates: Callable[[str], li
     """Images in an unpacked folder: referenced in place, or copied under ``--images-to``
     (``<images-to>/<kind>/<path>``)."""
     root = location(root)
-    if s3.is_s3(root):
+    if is_s3(root):
         idx = index_prefix(root)
 
         def find(p: str) -> str | None:

@@ -17,10 +17,15 @@ epoch and resume state in node-wide shared memory behind barriers, while our ste
 variable sizes and are assigned to workers by us; feeding it our sample ids (overriding
 ``_get_work``) would keep all that machinery only to bypass it.
 
+Shards are downloaded through :mod:`lavida_data.io` (:class:`StorageStream`): the same retry
+policy and length checks as every other read; a transient fault never fails a shard.
+
 Around that: a sample's place in training, ``position`` (see :mod:`.mixture`), seeds every
 random choice of the sample from (seed, epoch, position); a bad sample is dropped from its batch
-and reported in ``batch["skipped"]`` (never replaced), counted per dataset and reason, and a
-dataset whose bad fraction passes ``max_bad_fraction`` stops the run. ``state_dict`` /
+and reported in ``batch["skipped"]`` (never replaced) with its id, dataset, reason, path and
+error, counted per dataset and reason, and a dataset whose bad fraction passes
+``max_bad_fraction`` stops the run (:class:`~lavida_data.errors.TooManyBadSamples`, with the
+counts and a few examples of each reason). ``state_dict`` /
 ``load_state_dict`` (which Composer calls with the world-summed samples of the epoch) resume
 exactly mid-epoch; shared memory of killed runs is cleaned at start; local folders are per job.
 """
@@ -37,9 +42,9 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .. import s3
+from .. import io as storage
 from ..config import Mixture
-from ..errors import LavidaDataError, SampleError
+from ..errors import LavidaDataError, SampleError, TooManyBadSamples
 from ..plan import DatasetPlan
 from ..rng import sample_np_rng
 from ..transforms.collate import extra_pad
@@ -58,6 +63,18 @@ except ImportError as e:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 2
+BAD_EXAMPLES = 3  # examples kept per dataset and reason
+
+
+class StorageStream(Stream):
+    """A streaming ``Stream`` whose files (index, shards) are fetched by :func:`lavida_data.io.download`."""
+
+    def _download_file(self, from_basename: str, to_basename: str | None = None) -> str:
+        local = os.path.join(self.local, self.split, to_basename or from_basename)
+        if self.remote is None:
+            return super()._download_file(from_basename, to_basename)
+        storage.download(storage.join(self.remote, self.split, from_basename), local)
+        return local
 
 
 class LoaderConfig(BaseModel):
@@ -112,7 +129,7 @@ def _stream_dirs(prepared: str, name: str, cache_dir: str | None) -> tuple[str |
     base = os.path.join(root, job_key(), hashlib.blake2b(prepared.encode(), digest_size=6).hexdigest())
     os.makedirs(base, exist_ok=True)
     local = os.path.join(base, name)
-    if s3.is_s3(prepared):
+    if storage.is_s3(prepared):
         return join(prepared, name), local
     target = os.path.abspath(join(prepared, name))
     if not os.path.islink(local) or os.readlink(local) != target:
@@ -197,8 +214,6 @@ class MixtureDataset(torch.utils.data.IterableDataset):
                  processor: SampleProcessor | None = None, seed: int | None = None,
                  config: LoaderConfig | None = None, world_size: int | None = None, rank: int | None = None):
         cfg = config or LoaderConfig()
-        if s3.is_s3(prepared) and not os.environ.get("S3_ENDPOINT_URL") and os.environ.get("AWS_ENDPOINT_URL"):
-            os.environ["S3_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL"]  # streaming reads this one
         clean_stale_shared_memory()
         self.mixture = mixture
         self.seed = mixture.seed if seed is None else seed
@@ -215,7 +230,7 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         streams = []
         for p in self.stream_plans:
             remote, local = _stream_dirs(prepared, p.name, cfg.cache_dir)
-            streams.append(Stream(remote=remote, local=local))
+            streams.append(StorageStream(remote=remote, local=local))
         self.predownload = cfg.predownload or max(8 * batch_size, 1024)
         self.store = StreamingDataset(streams=streams, shuffle=False,
                                       predownload=self.predownload, cache_limit=cfg.cache_limit)
@@ -238,6 +253,7 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         self._handoff: tuple[int, int] | None = None
         self.seen: Counter = Counter()
         self.bad: dict[str, Counter] = {}
+        self.bad_examples: dict[str, dict[str, list[dict]]] = {}
 
     def __len__(self) -> int:
         """Steps per epoch: each rank's batches of one epoch."""
@@ -287,6 +303,7 @@ class MixtureDataset(torch.utils.data.IterableDataset):
                 extra = extra_pad(sample_np_rng(self.seed, epoch, s, salt="collate")) \
                     if self.lavida_config.extra_pad else 0
                 batch = collate_samples(items, self.pad_id, extra)
+                batch["skipped"] = [skipped_record(i) for i in items if i.get("bad")]
                 batch["step"], batch["group"] = s, self.plan.groups[gi].name
                 yield batch
         finally:
@@ -297,18 +314,20 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         try:
             return self.processor(name, raw, epoch, position)
         except SampleError as e:
-            reason, message = e.reason, str(e)
+            plan = getattr(self.processor, "plans", {}).get(name)
+            reason, message, path = e.reason, str(e), e.path or (plan.table if plan is not None else None)
+        item = {"bad": True, "id": f"{name}:{int(raw['row_index'])}", "dataset": name, "reason": reason,
+                "position": position, "path": path, "error": message}
         bad = self.bad.setdefault(name, Counter())
         bad[reason] += 1
+        examples = self.bad_examples.setdefault(name, {}).setdefault(reason, [])
+        if len(examples) < BAD_EXAMPLES:
+            examples.append({"id": item["id"], "path": path, "error": message})
         n_bad, n = sum(bad.values()), self.seen[name]
         cfg = self.lavida_config
         if n >= cfg.min_samples_for_bad_check and n_bad / n > cfg.max_bad_fraction:
-            raise LavidaDataError(
-                f"dataset {name!r}: {n_bad} of {n} samples were bad ({n_bad / n:.1%}, limit "
-                f"{cfg.max_bad_fraction:.1%}): {dict(bad)}; last: {message}"
-            )
-        return {"bad": True, "id": f"{name}:{int(raw['row_index'])}", "dataset": name, "reason": reason,
-                "position": position}
+            raise TooManyBadSamples(bad_report(name, n_bad, n, cfg.max_bad_fraction, bad, self.bad_examples[name]))
+        return item
 
     # -- resumption -----------------------------------------------------------------------------------
     def state_at(self, epoch: int, step: int) -> dict[str, Any]:
@@ -353,6 +372,22 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         self._epoch, self._done = None, False
 
 
+def skipped_record(item: Mapping[str, Any]) -> dict:
+    """What a batch reports of a bad sample: id, dataset, reason, path, error."""
+    return {k: item.get(k) for k in ("id", "dataset", "reason", "path", "error")}
+
+
+def bad_report(name: str, n_bad: int, n: int, limit: float, counts: Mapping[str, int],
+               examples: Mapping[str, list[dict]]) -> str:
+    """The message of :class:`TooManyBadSamples`: counts per reason, then examples of each."""
+    lines = [f"dataset {name!r}: {n_bad} of {n} samples were bad ({n_bad / n:.1%}, limit {limit:.1%}): "
+             f"{dict(counts)}"]
+    for reason, exs in examples.items():
+        for ex in exs:
+            lines.append(f"  {reason}: {ex['id']} {ex['path']}: {ex['error']}")
+    return "\n".join(lines)
+
+
 def collate_samples(items: list[Mapping[str, Any]], pad_id: int | None, extra: int = 0) -> dict:
     """Tokenized samples are padded into tensors (``extra`` > 0 pad columns beyond the longest);
     untokenized ones are kept as a list."""
@@ -360,6 +395,6 @@ def collate_samples(items: list[Mapping[str, Any]], pad_id: int | None, extra: i
         from ..transforms.collate import collate
 
         return collate(items, pad_id, extra_pad=extra)
-    skipped = [{"id": i.get("id"), "dataset": i.get("dataset"), "reason": i.get("reason")} for i in items if i.get("bad")]
+    skipped = [skipped_record(i) for i in items if i.get("bad")]
     kept = [dict(i) for i in items if not i.get("bad")]
     return {"ids": [i["id"] for i in kept], "skipped": skipped, "samples": kept}

@@ -1,15 +1,15 @@
 """The per-sample path inside a loader worker, as small named stages, each overridable:
 
 ``cook`` (shard record -> row), ``convert`` (the converter, seeded per sample), ``load_images``
-(embedded bytes, else fetched with retries), ``transform`` (generation target, edit sources,
-SigLIP anyres, micro-conditions), ``tokenize`` (LLaDA format, labels). A stage raising
+(embedded bytes, else fetched through :mod:`lavida_data.io` with its retry policy), ``transform``
+(generation target, edit sources, SigLIP anyres, micro-conditions), ``tokenize`` (LLaDA format,
+labels). A stage raising
 :class:`SampleError` makes the sample bad: it is skipped and counted under its reason.
 """
 
 from __future__ import annotations
 
 import io
-import time
 from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,7 +31,8 @@ class ProcessConfig(BaseModel):
     image: ImageConfig = Field(default_factory=ImageConfig)
     tokenize: Any = Field(None, description="a TokenizeConfig; None leaves samples untokenized")
     decode_images: bool = Field(True, description="load and transform images (off: conversion only)")
-    image_retries: int = Field(3, ge=0)
+    image_retries: int = Field(3, ge=0, description="ignored: fetches follow the storage layer's retry policy "
+                                                      "(LAVIDA_S3_* settings)")
 
 
 class SampleProcessor:
@@ -79,23 +80,22 @@ class SampleProcessor:
                     img = Image.open(io.BytesIO(data))
                     img.load()
                 except Exception as e:
-                    raise SampleError("image_unreadable", f"{path}: {type(e).__name__}: {e}", field=role) from e
+                    raise SampleError("image_unreadable", f"{path}: {type(e).__name__}: {e}", field=role,
+                                      path=path) from e
                 out[path] = img
         return out
 
     def _fetch(self, path: str) -> bytes:
-        for attempt in range(self.config.image_retries + 1):
-            try:
-                return read_image_bytes(path)
-            except (FileNotFoundError, PermissionError) as e:
-                raise SampleError("image_missing", f"{path}: {e}") from e
-            except ValueError as e:
-                raise SampleError("image_unsupported", str(e)) from e
-            except OSError as e:
-                if attempt == self.config.image_retries:
-                    raise SampleError("image_fetch_failed", f"{path}: {e}") from e
-                time.sleep(0.1 * 2**attempt)
-        raise AssertionError("unreachable")
+        """Permanent faults make the sample bad; transient ones are retried by the storage layer,
+        and one that lasts (``StorageUnavailable``) stops the run: it is never counted as bad data."""
+        try:
+            return read_image_bytes(path)
+        except (FileNotFoundError, PermissionError) as e:
+            raise SampleError("image_missing", f"{path}: {e}", path=path) from e
+        except ValueError as e:
+            raise SampleError("image_unsupported", str(e), path=path) from e
+        except OSError as e:  # a permanent refusal of the store, a local read error
+            raise SampleError("image_fetch_failed", f"{path}: {e}", path=path) from e
 
     def transform(self, sample: dict, images: Mapping[str, Any], rng) -> dict:
         return self._images(sample, images, rng)

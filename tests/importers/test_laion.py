@@ -51,6 +51,24 @@ def test_relaion_metadata_joined_to_img2dataset_output(cli, tmp_path, style):
         assert not any("gen_score" in s or "hpsv2" in s for s in samples)  # no score column: no score
 
 
+def test_downloads_that_img2dataset_resized_are_reported(cli, tmp_path):
+    """img2dataset's default (256 px with borders) is useless for 1024-px generation: the import
+    warns when the stored images are smaller than the originals it recorded, also when up to date."""
+    src = tmp_path / "relaion"
+    img2dataset_folder(src, RELAION_DOWNLOADS)  # 000000000: 32x24 stored, 640x480 original
+    out = tmp_path / "t.parquet"
+    proc = cli("import", "relaion", src, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stderr.split())
+    assert "warning: 1 of 3 downloaded images are smaller than the originals img2dataset recorded" in text
+    assert "000000000.jpg: 32x24 stored, 640x480 original" in text and "--resize_mode no" in text
+    again = run_import("relaion", str(src), str(out))
+    assert again.up_to_date and len(again.warnings) == 1 and again.warnings[0].startswith("1 of 3 ")
+    kept = [{**d, "original_width": d.get("width"), "original_height": d.get("height")} for d in RELAION_DOWNLOADS]
+    img2dataset_folder(tmp_path / "kept", kept)  # --resize_mode no: stored as downloaded
+    assert run_import("relaion", str(tmp_path / "kept"), str(tmp_path / "k.parquet")).warnings == []
+
+
 def test_relaion_from_img2dataset_output_alone(tmp_path):
     src = tmp_path / "relaion"
     img2dataset_folder(src, RELAION_DOWNLOADS)

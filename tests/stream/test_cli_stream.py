@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+
+import pytest
 
 from lavida_data.stream.order import global_batches, global_order
 
@@ -63,3 +66,125 @@ def test_stream_reports_throughput_steps_and_bad_counts(factors, cli):  # noqa: 
     assert sum(g["steps"] for g in out["groups"].values()) == out["steps"]
     for name, g in out["groups"].items():  # per-device sizes: t2i 2, und 1, others 4
         assert g["samples"] == g["steps"] * {"t2i": 2, "und": 1}.get(name, 4)
+
+
+SEED_MIX = """seed: 11
+datasets:
+  - {name: laion-aes, path: ../data/t2i.parquet, preprocess_fn: t2i, image_root: ../data, sampling_strategy: "random:6"}
+  - {name: gpt-edit, path: ../data/edit_gpt.parquet, preprocess_fn: edit, image_root: ../data,
+     sampling_strategy: "random:50%"}
+  - {name: coyo, path: ../data/t2i_coyo.csv, preprocess_fn: t2i, image_root: ../data, sampling_strategy: "first:3"}
+"""
+
+
+def test_preview_order_and_training_pick_the_same_random_rows_for_any_seed(demo, cli, tmp_path):  # noqa: F811
+    """One seed rule: ``random:N`` is pandas' ``DataFrame.sample(n=N, random_state=42)`` of the kept
+    rows, whatever the seed, in ``preview``, ``order``, the loader (training) alike."""
+    import pandas as pd
+
+    from lavida_data import validate_file
+    from lavida_data.prepare import prepare
+    from lavida_data.stream.loader import build_dataloader, build_dataset
+
+    _, _, root = demo
+    mix = root / "mixtures" / "seeds.yaml"
+    mix.write_text(SEED_MIX)
+    report = validate_file(mix)
+    assert report.valid, report.errors
+    prepared = str(tmp_path / "prepared")
+    prepare(report.plans.values(), prepared)
+    laion = pd.read_parquet(root / "data" / "t2i.parquet")
+    laion = laion[laion.fltLaionAesthScore > 5]  # upstream's implicit aes filter on tables with a score
+    edit = pd.read_parquet(root / "data" / "edit_gpt.parquet")
+    upstream = {  # the rows upstream's loader takes: index labels are the source rows
+        "laion-aes": sorted(laion.sample(n=6, random_state=42).index),
+        "gpt-edit": sorted(edit.sample(n=-(-len(edit) // 2), random_state=42).index),
+        "coyo": [0, 1, 2],
+    }
+
+    def rows(ids) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for i in ids:
+            name, row = i.rsplit(":", 1)
+            out.setdefault(name, []).append(int(row))
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+    for seed in (None, 0, 99):
+        args = [] if seed is None else ["--seed", str(seed)]
+        preview = json.loads(cli("preview", mix, "--json", "-n", "1000", *args, check_rc=0).stdout)
+        order = json.loads(cli("order", mix, "--prepared", prepared, "--json", *args, check_rc=0).stdout)
+        loader = build_dataloader(build_dataset(report, prepared, batch_size=1, seed=seed,
+                                                process={"decode_images": False}), num_workers=0)
+        trained = [i for batch in loader for i in batch["ids"]]
+        assert rows(i["id"] for i in preview) == rows(order) == rows(trained) == dict(sorted(upstream.items())), seed
+        assert len(order) == len(set(order)) == 6 + len(upstream["gpt-edit"]) + 3
+        assert 0 < len(laion) - 6 and len(upstream["gpt-edit"]) < len(edit)  # a real choice was made
+
+
+def _bad_images_mixture(tmp_path, rows: int = 480):
+    """A t2i table of ``rows`` rows over the example images, two of the 16 images deleted: 1/8 bad."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lavida_data import validate_file
+    from lavida_data.prepare import prepare
+
+    from ..conftest import EXAMPLES
+
+    images = sorted((EXAMPLES / "data" / "images").glob("*.jpg"))[:16]
+    shutil.copytree(EXAMPLES / "data" / "images", tmp_path / "images")
+    for gone in images[3:5]:
+        (tmp_path / "images" / gone.name).unlink()
+    pq.write_table(pa.table({"s3_path": [f"images/{images[i % 16].name}" for i in range(rows)],
+                             "caption": [f"caption {i}" for i in range(rows)]}), tmp_path / "t.parquet")
+    mix = tmp_path / "bad.yaml"
+    mix.write_text("datasets:\n  - {name: t2i, path: t.parquet, preprocess_fn: t2i, image_root: .}\n")
+    prepare(validate_file(mix).plans.values(), str(tmp_path / "prepared"))
+    return mix, str(tmp_path / "prepared"), [str(tmp_path / "images" / g.name) for g in images[3:5]]
+
+
+def test_stream_reports_bad_samples_with_examples_and_stops_at_max_bad_fraction(tmp_path, cli):
+    mix, prepared, gone = _bad_images_mixture(tmp_path)
+    common = ("stream", mix, "--prepared", prepared, "--batch-size", "8", "--workers", "2", "--json")
+
+    # the loader's default limit (5%): 1/8 bad stops the run; what was seen is reported all the same
+    proc = cli(*common, "-n", "480", check_rc=1)
+    out = json.loads(proc.stdout)
+    assert out["stopped"].startswith("TooManyBadSamples: dataset 't2i': ") and "limit 5.0%" in out["stopped"]
+    assert "image_missing" in out["stopped"] and "Traceback" not in out["stopped"]
+    assert set(out["bad"]) <= {"t2i"} and out["samples"] < 480
+
+    # --max-bad-fraction 0.2: the whole epoch, every bad sample counted, a few examples of each reason
+    out = json.loads(cli(*common, "-n", "480", "--max-bad-fraction", "0.2", check_rc=0).stdout)
+    assert out["stopped"] is None and out["samples"] == 480 and out["kept"] == 420
+    assert out["bad"] == {"t2i": {"image_missing": 60}}
+    examples = out["bad_examples"]["t2i"]["image_missing"]
+    assert len(examples) == 3
+    for ex in examples:
+        row = int(ex["id"].split(":")[1])
+        assert ex["id"].startswith("t2i:") and row % 16 in (3, 4)
+        assert ex["path"] == gone[row % 16 - 3] and ex["path"] in ex["error"] and "No such file" in ex["error"]
+
+    # and in words, with the examples
+    text = cli(*common[:-1], "-n", "480", "--max-bad-fraction", "1", check_rc=0).stderr
+    assert "bad: {'t2i': {'image_missing': 60}}" in text
+    assert len(re.findall(rf"\n  t2i image_missing: t2i:\d+ ({'|'.join(map(re.escape, gone))}): ", text)) == 3
+    assert cli(*common, "--max-bad-fraction", "1.5").returncode == 2  # not a fraction
+
+
+def test_the_bad_sample_limit_in_the_loader_names_counts_and_examples(tmp_path):
+    from lavida_data.errors import TooManyBadSamples
+    from lavida_data.stream.loader import build_dataloader, build_dataset
+
+    mix, prepared, gone = _bad_images_mixture(tmp_path, rows=64)
+    ds = build_dataset(mix, prepared, batch_size=8, loader={"max_bad_fraction": 0.1, "min_samples_for_bad_check": 16})
+    with pytest.raises(TooManyBadSamples, match=r"dataset 't2i': \d+ of \d+ samples were bad .*limit 10.0%") as info:
+        list(build_dataloader(ds, num_workers=0))
+    assert re.search(rf"image_missing: t2i:\d+ ({'|'.join(map(re.escape, gone))}): ", str(info.value))
+    batches = list(build_dataloader(build_dataset(mix, prepared, batch_size=8, loader={"max_bad_fraction": 0.2}),
+                                    num_workers=0))
+    skipped = [s for b in batches for s in b["skipped"]]
+    assert len(skipped) == 8 and set(skipped[0]) == {"id", "dataset", "reason", "path", "error"}
+    assert {s["path"] for s in skipped} == set(gone)

@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -398,7 +397,7 @@ def test_embed_images_stores_the_referenced_files_and_counts_missing_ones(exampl
     assert run_prepare(config, out)["laion-aes"].up_to_date
 
 
-def test_image_fetches_are_concurrent_and_retried(examples_copy, tmp_path, monkeypatch):
+def test_image_fetches_are_concurrent(examples_copy, tmp_path, monkeypatch):
     import lavida_data.prepare as prep
 
     config = examples_copy / "mixtures" / "embed.yaml"
@@ -408,51 +407,51 @@ def test_image_fetches_are_concurrent_and_retried(examples_copy, tmp_path, monke
     lock = threading.Lock()
     two_at_once = threading.Barrier(2, timeout=10)
 
-    def flaky(path):
+    def watched(path):
         with lock:
             calls[path] = calls.get(path, 0) + 1
-            n, first_two = calls[path], sum(calls.values()) <= 2
+            first_two = sum(calls.values()) <= 2
         if first_two:
-            two_at_once.wait()  # breaks (and the image counts as missing) unless two fetches run together
-        if n == 1:
-            raise ConnectionResetError(f"{path}: connection reset")  # an OSError: retried
+            two_at_once.wait()  # breaks (and the preparation fails) unless two fetches run together
         return real(path)
 
-    sleeps = []
-    monkeypatch.setattr(prep, "read_image_bytes", flaky)
-    monkeypatch.setattr(prep, "time", SimpleNamespace(sleep=sleeps.append))
+    monkeypatch.setattr(prep, "read_image_bytes", watched)
     results = run_prepare(config, tmp_path / "out", embed=True)
     assert list(results) == ["laion-aes"]
     assert results["laion-aes"].images_missing == {} and results["laion-aes"].images_embedded == 10
-    assert len(calls) == 10 and all(n == 2 for n in calls.values()) and sleeps == [0.2] * 10
+    assert len(calls) == 10 and all(n == 1 for n in calls.values())
     for s in samples(tmp_path / "out" / "laion-aes"):
         (data,) = unpack_images(s["images"]).values()
         assert data[:2] == b"\xff\xd8"
 
 
-def test_fetch_backs_off_and_gives_up(monkeypatch):
+def test_a_lasting_transient_fault_stops_the_preparation_and_is_never_counted(examples_copy, tmp_path, monkeypatch):
+    """A permanent fault (missing, denied) is counted as a missing image; a transient one that
+    outlasts the retry policy stops the run naming the object, and nothing is committed."""
     import lavida_data.prepare as prep
+    from lavida_data.io import StorageUnavailable
 
-    attempts = []
-    sleeps = []
-    monkeypatch.setattr(prep, "time", SimpleNamespace(sleep=sleeps.append))
+    config = examples_copy / "mixtures" / "embed.yaml"
+    config.write_text(EMBED_MIX.split("  - {name: gpt-edit")[0])
+    real = prep.read_image_bytes
+    lasting = True
 
-    def always(exc):
-        def read(path):
-            attempts.append(path)
-            raise exc
-        return read
+    def flaky(path):
+        if path.endswith("07-blue-square.jpg") and lasting:
+            raise StorageUnavailable(path, "GET", 6, 1.0, ConnectionResetError("reset"))
+        if path.endswith("06-blue-circle.jpg"):
+            raise PermissionError(f"{path}: access denied (403)")
+        return real(path)
 
-    monkeypatch.setattr(prep, "read_image_bytes", always(TimeoutError("slow")))
-    with pytest.raises(TimeoutError):
-        prep._fetch("x.jpg", retries=3, backoff=0.1)
-    assert len(attempts) == 4 and sleeps == pytest.approx([0.1, 0.2, 0.4])
-
-    attempts.clear(), sleeps.clear()
-    monkeypatch.setattr(prep, "read_image_bytes", always(FileNotFoundError("x.jpg")))
-    with pytest.raises(FileNotFoundError):
-        prep._fetch("x.jpg")
-    assert len(attempts) == 1 and sleeps == []  # a missing file is not retried
+    monkeypatch.setattr(prep, "read_image_bytes", flaky)
+    out = tmp_path / "out"
+    with pytest.raises(StorageUnavailable, match="07-blue-square.jpg: GET still failing"):
+        run_prepare(config, out, embed=True)
+    assert not (out / "laion-aes").exists()
+    lasting = False  # the store is back: the run completes, the denied image counted as missing
+    results = run_prepare(config, out, embed=True)
+    assert results["laion-aes"].images_missing == {"PermissionError": 1}
+    assert results["laion-aes"].images_embedded == 9
 
 
 # ------------------------------------------------------------------------------------------------ 5: S3
@@ -474,7 +473,7 @@ def objects(client, bucket, prefix) -> dict[str, tuple[str, object]]:
 
 
 def test_prepare_to_s3(s3_bucket, tmp_path):
-    from lavida_data import s3
+    from lavida_data.io import s3
 
     client, bucket = s3_bucket
     for p in [EXAMPLES / "data" / "t2i.parquet", EXAMPLES / "data" / "edit_gpt.parquet",
@@ -575,7 +574,7 @@ def check_prepare_to_s3(client, bucket, tmp_path, s3_config, local_config, out, 
 
 def test_only_shards_uploaded_is_not_prepared(s3_bucket, tmp_path):
     """A commit cut short after the shards (no index, no manifest) leaves a dataset that is not prepared."""
-    from lavida_data import s3
+    from lavida_data.io import s3
     from lavida_data.prepare import _commit_s3
 
     client, bucket = s3_bucket
@@ -601,3 +600,37 @@ def test_only_shards_uploaded_is_not_prepared(s3_bucket, tmp_path):
     assert read_manifest(dest) is None
     _commit_s3(str(work), dest)
     assert read_manifest(dest) == read_manifest(str(work))
+
+
+def test_a_prepare_to_s3_killed_after_its_manifest_leaves_nothing_behind_after_the_next_run(s3_bucket, tmp_path):
+    """Killed between the manifest and the removal of the earlier preparation's shards: the next run
+    finds the dataset up to date and removes them; the objects are those of an uninterrupted run."""
+    from lavida_data.prepare import KILL_AFTER
+
+    client, bucket = s3_bucket
+    for p in [EXAMPLES / "data" / "t2i.parquet", EXAMPLES / "data" / "edit_gpt.parquet"]:
+        client.upload_file(str(p), bucket, "data/" + p.name)
+    config = tmp_path / "s3.yaml"
+    config.write_text(S3_MIX.replace("DATA", f"s3://{bucket}/data"))
+    out = f"s3://{bucket}/prepared"
+    run_prepare(config, out, shard_size=1024)  # many shards
+    before = objects(client, bucket, "prepared/laion-aes/")
+    assert len([k for k in before if k.endswith(".mds")]) > 2
+
+    env = {**os.environ, KILL_AFTER: "commit:manifest"}
+    killed = subprocess.run([str(BIN / "lavida-data"), "prepare", str(config), "--out", out], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = objects(client, bucket, "prepared/laion-aes/")
+    assert read_manifest(f"{out}/laion-aes")["shards"] == 1  # committed (64MB shards: one) ...
+    assert len([k for k in left if k.endswith(".mds")]) == len([k for k in before if k.endswith(".mds")])  # ... stale
+
+    again = run_prepare(config, out)
+    assert again["laion-aes"].up_to_date and not again["gpt-edit"].up_to_date
+    fresh = run_prepare(config, f"s3://{bucket}/fresh")
+    assert {n: r.shards for n, r in again.items()} == {n: r.shards for n, r in fresh.items()}
+    def contents(prefix: str) -> dict[str, bytes]:
+        return {k[len(prefix):]: client.get_object(Bucket=bucket, Key=k)["Body"].read()
+                for k in objects(client, bucket, prefix)}
+
+    assert contents("prepared/") == contents("fresh/")
