@@ -37,6 +37,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections import Counter
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -232,8 +233,7 @@ class MixtureDataset(torch.utils.data.IterableDataset):
             remote, local = _stream_dirs(prepared, p.name, cfg.cache_dir)
             streams.append(StorageStream(remote=remote, local=local))
         self.predownload = cfg.predownload or max(8 * batch_size, 1024)
-        self.store = StreamingDataset(streams=streams, shuffle=False,
-                                      predownload=self.predownload, cache_limit=cfg.cache_limit)
+        self.store = _open_store(streams, self.predownload, cfg.cache_limit)
         for p, n in zip(self.stream_plans, self.store.samples_per_stream):
             if int(n) != p.kept:
                 raise LavidaDataError(f"dataset {p.name!r}: the shards hold {int(n)} rows, its manifest {p.kept}: "
@@ -386,6 +386,20 @@ def bad_report(name: str, n_bad: int, n: int, limit: float, counts: Mapping[str,
         for ex in exs:
             lines.append(f"  {reason}: {ex['id']} {ex['path']}: {ex['error']}")
     return "\n".join(lines)
+
+
+def _open_store(streams: list, predownload: int, cache_limit: str | None, attempts: int = 5) -> StreamingDataset:
+    """streaming's dataset over the prepared streams. streaming picks the first free shared-memory
+    prefix and then creates it: another job on the machine taking the same prefix in between
+    raises FileExistsError, so try again (the next attempt finds the next free prefix)."""
+    for attempt in range(attempts):
+        try:
+            return StreamingDataset(streams=streams, shuffle=False, predownload=predownload, cache_limit=cache_limit)
+        except FileExistsError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def collate_samples(items: list[Mapping[str, Any]], pad_id: int | None, extra: int = 0) -> dict:
