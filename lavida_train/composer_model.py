@@ -85,13 +85,26 @@ class LavidaComposerModel(ComposerModel):
             input_ids.shape[0], input_ids.shape[1], n_img, tokens, self.train_cfg.time_policy,
             generator=self.batch_generator(batch, device), device=device, **self._tp())
 
+    def stand_in(self, batch: dict) -> dict:
+        """What an empty micro-batch (every sample skipped as bad) runs instead: one end-of-text
+        token, no image, no target, the step's own keys. Its loss is multiplied by 0, but the
+        model runs, so every rank runs the same modules in every step (FSDP gathers and reduces
+        each unit on every rank; DDP reduces every gradient)."""
+        device = batch["input_ids"].device
+        token = self.eos_id if self.eos_id is not None else 0
+        return {"input_ids": torch.full((1, 1), token, dtype=torch.long, device=device),
+                "labels": torch.full((1, 1), obj.IGNORE, dtype=torch.long, device=device),
+                "position": [], "epoch": batch.get("epoch"), "ids": [], "skipped": list(batch.get("skipped") or []),
+                "group": batch.get("group"), "step": batch.get("step")}
+
     def forward(self, batch: dict) -> dict:
         cfg = self.train_cfg
+        empty = batch["input_ids"].shape[0] == 0
+        if empty:
+            batch = self.stand_in(batch)
         input_ids = batch["input_ids"]
         device = input_ids.device
         n = input_ids.shape[0]
-        if n == 0:  # every sample of this micro-batch was bad: a zero loss that still syncs
-            return {"empty": True}
         labels = obj.revert_padding_labels(input_ids, batch["labels"], self.eos_id)
         gen_mask = batch.get("gen_mask", torch.zeros_like(input_ids, dtype=torch.bool))
         enc_mask = batch.get("gen_enc_mask", torch.zeros_like(input_ids, dtype=torch.bool))
@@ -105,7 +118,7 @@ class LavidaComposerModel(ComposerModel):
         eps = getattr(cfg, "min_mask", obj.EPS)
         masked_input, text_masked = obj.mask_text(input_ids, labels, d.t_text, d.u_text, self.text_mask_id, keep,
                                                   self.infill_id, eps)
-        out: dict[str, Any] = {"text_masked": text_masked, "labels": labels}
+        out: dict[str, Any] = {"text_masked": text_masked, "labels": labels, "empty": empty}
         masked_gen = None
         if gen_ids is not None:
             masked_gen, out["image_masked"] = obj.mask_image(gen_ids, d.t_img, d.u_img,
@@ -119,10 +132,10 @@ class LavidaComposerModel(ComposerModel):
             masked_input, gen_ids=masked_gen, gen_mask=gen_mask, enc_ids=enc_ids, gen_enc_mask=enc_mask,
             und_pixels=batch.get("und_pixels"), und_sizes=batch.get("und_sizes"), embed_mask=embed_mask,
             text_mask_id=self.text_mask_id, prompt_dropped=prompt_rows, compute_text_logits=False,
+            # the LM head only where a loss is taken (upstream computes it everywhere: same values)
+            text_logits_at=text_masked, zero_anchor=True,
         )
         out.update(result)
-        # the LM head only where a loss is taken (upstream computes it everywhere: same values)
-        out["text_logits"] = self.model.model.transformer.logits(result["hidden"][text_masked])
         return out
 
     def batch_generator(self, batch: dict, device) -> torch.Generator:
@@ -160,12 +173,9 @@ class LavidaComposerModel(ComposerModel):
 
     # -- loss -------------------------------------------------------------------------------
     def loss(self, outputs: dict, batch: dict) -> torch.Tensor:
-        if outputs.get("empty"):
-            zero = sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
-            self.last = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0, "mask_ratio": 0.0,
-                         "image_mask_ratio": None, "sample_ids": [], "skipped": list(batch.get("skipped") or []),
-                         "group": batch.get("group")}
-            return zero
+        """Text loss (when ``train.text_loss``) + image loss + the model's zero anchor (every
+        trainable parameter in the graph: see :meth:`LavidaO.zero_anchor`); an empty micro-batch's
+        (its stand-in's) loss times 0."""
         labels = outputs["labels"]
         tl = obj.text_loss(outputs["text_logits"], labels[outputs["text_masked"]])
         if "image_logits" in outputs and outputs.get("gen_ids") is not None:
@@ -174,6 +184,14 @@ class LavidaComposerModel(ComposerModel):
         else:
             il = outputs["text_logits"].sum() * 0.0
         total = (tl if self.train_cfg.text_loss else tl.detach() * 0.0) + il
+        if outputs.get("anchor") is not None:
+            total = total + outputs["anchor"]
+        if outputs.get("empty"):
+            total = total * 0.0
+            self.last = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0, "mask_ratio": 0.0,
+                         "image_mask_ratio": None, "sample_ids": [], "skipped": list(batch.get("skipped") or []),
+                         "group": batch.get("group")}
+            return total
         answer = (labels != obj.IGNORE).sum().clamp_min(1)
         self.last = {
             "loss": float(total.detach()),

@@ -183,7 +183,7 @@ class FSDPOptions(Strict):
                                "_HYBRID_SHARD_ZERO2"] = "FULL_SHARD"
     mixed_precision: Literal["DEFAULT", "PURE", "FULL"] = "DEFAULT"
     activation_checkpointing: bool = False
-    activation_checkpointing_reentrant: bool = True
+    activation_checkpointing_reentrant: bool = False
     activation_cpu_offload: bool = False
     cpu_offload: bool = False
     sync_module_states: bool = False
@@ -201,6 +201,16 @@ class FSDPOptions(Strict):
         if not v:
             raise ValueError("must stay true: every stage freezes part of the model, and FSDP allows frozen and "
                              "trained parameters in one wrapped module only with use_orig_params")
+        return v
+
+    @field_validator("activation_checkpointing_reentrant")
+    @classmethod
+    def _non_reentrant(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("must stay false: reentrant checkpointing gives a block no gradient when its input "
+                             "needs none (a pass whose embeddings are all frozen, e.g. the stand-in of an all-skipped "
+                             "micro-batch in a generation-only stage), and FSDP then waits for a reduction that one "
+                             "rank never makes")
         return v
 
 

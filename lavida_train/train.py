@@ -120,23 +120,29 @@ class Recipe:
 
     @staticmethod
     def _init_dist() -> None:
-        """With several ranks, the process group before setup's barriers and the loader (which
-        the Trainer would only create later; its own call then finds it ready)."""
+        """With several ranks, the process group (Composer's ``initialize_dist``: NCCL on GPUs,
+        gloo on CPUs, from the launcher's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) before
+        anything uses it: setup's barrier and the loader (streaming would otherwise start and
+        tear down a group of its own). Nothing before this touches ``torch.distributed``:
+        :func:`preflight` and :func:`~lavida_train.config.batch_plan` read files and the
+        environment only. The Trainer's own call later finds the group ready."""
         from composer.utils import dist
 
         if dist.get_world_size() > 1:
             dist.initialize_dist("gpu" if torch.cuda.is_available() else "cpu")
 
     def _tokenizer(self) -> str:
+        """The tokenizer's folder: ``model.tokenizer``, or (tiny preset) ``{save_folder}/tiny-tokenizer``,
+        which every node's local rank 0 builds (when it is not there) while the other ranks wait.
+        The files are identical on every build, and each build is written beside the folder and
+        renamed into place, so nodes sharing one save folder never see a half-written tokenizer."""
         cfg = self.cfg
         if cfg.model.preset == "tiny":
             from composer.utils import dist
 
-            from lavida_data.tokenizer import build_tiny_tokenizer
-
             path = os.path.join(cfg.save_folder, "tiny-tokenizer")
-            if dist.get_local_rank() == 0 and not os.path.exists(os.path.join(path, "tokenizer.json")):
-                build_tiny_tokenizer(path)
+            if dist.get_local_rank() == 0:
+                build_tiny_tokenizer_once(path)
             dist.barrier()
             return path
         return cfg.model.tokenizer  # preflight checked that it is set
@@ -222,7 +228,7 @@ class Recipe:
     def _data(self):
         from composer.core import DataSpec
 
-        from lavida_data import build_dataloader, build_dataset
+        from lavida_data import build_dataloader, build_dataset, load_mixture
 
         cfg, m = self.cfg, self.model_cfg
         und = m.siglip.image_size
@@ -237,7 +243,8 @@ class Recipe:
         plan = self.batch_plan
         # a step of length group g: max(int(B * k * batch_sizes[g]), 1) samples on every rank, run in
         # up to k forward passes
-        dataset = build_dataset(cfg.data.mixture, cfg.data.prepared, batch_size=plan.per_device, seed=cfg.seed,
+        report = load_mixture(cfg.data.mixture)
+        dataset = build_dataset(report, cfg.data.prepared, batch_size=plan.per_device, seed=cfg.seed,
                                 process=process, loader=cfg.data.loader)
         loader = build_dataloader(dataset, num_workers=cfg.data.num_workers)
         return DataSpec(loader, get_num_samples_in_batch=num_samples,
@@ -256,8 +263,9 @@ class Recipe:
         if cfg.optimizer.max_grad_norm is not None:
             algorithms.append(GradientClipping(clipping_type="norm", clipping_threshold=cfg.optimizer.max_grad_norm))
         callbacks = [MetricsJsonl(os.path.join(cfg.save_folder, "metrics.jsonl")), ZeroUnusedGrads()]
-        if os.environ.get("LAVIDA_DIE_AT_BATCH"):
-            callbacks.append(DieAtBatch(int(os.environ["LAVIDA_DIE_AT_BATCH"])))
+        for var, mode in (("LAVIDA_DIE_AT_BATCH", "die"), ("LAVIDA_HANG_AT_BATCH", "hang")):
+            if os.environ.get(var):
+                callbacks.append(DieAtBatch(int(os.environ[var]), mode=mode))
         return dict(
             model=self.composer_model,
             train_dataloader=self.train_data,
@@ -266,7 +274,7 @@ class Recipe:
             max_duration=cfg.max_duration,
             device="gpu" if gpu else "cpu",
             precision=cfg.precision if gpu else "fp32",
-            parallelism_config=cfg.parallelism if gpu else None,
+            parallelism_config=self.parallelism() if gpu else None,
             device_train_microbatch_size=cfg.device_train_microbatch_size,  # split_step forms the passes
             save_folder=cfg.save_folder,
             save_interval=cfg.save_interval,
@@ -286,6 +294,18 @@ class Recipe:
             spin_dataloaders=False,
         )
 
+    def parallelism(self) -> dict[str, Any] | None:
+        """Composer's ``parallelism_config``: the stage's FSDP options, with the frozen VQ-VAE
+        left out of FSDP (``ignored_modules``: the objective encodes targets with it outside the
+        model's forward; it never trains). The wrap policy and activation checkpointing come
+        from :meth:`LavidaO.fsdp_wrap_fn` and :meth:`LavidaO.activation_checkpointing_fn`.
+        Without FSDP, several ranks run DDP, with ``find_unused_parameters`` off: the model's
+        zero anchor gives every trainable parameter a gradient in every step."""
+        par = self.cfg.parallelism
+        if not par or not par.get("fsdp"):
+            return None
+        return {**par, "fsdp": {**par["fsdp"], "ignored_modules": [self.model.vq]}}
+
     def train(self) -> None:
         from composer import Trainer
 
@@ -302,6 +322,51 @@ class Recipe:
     def cleanup(self) -> None:
         if self.trainer is not None:
             self.trainer.close()
+
+
+def build_tiny_tokenizer_once(path: str) -> str:
+    """The tiny preset's tokenizer at ``path``, built unless it is there: into a folder of its
+    own beside it, then renamed into place (a rename onto a folder another node completed
+    first fails, and that one is kept)."""
+    import shutil
+    import socket
+    import tempfile
+
+    from lavida_data.tokenizer import build_tiny_tokenizer
+
+    if os.path.exists(os.path.join(path, "tokenizer.json")):
+        return path
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tiny-tokenizer-{socket.gethostname()}-", dir=parent)
+    try:
+        build_tiny_tokenizer(tmp)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not os.path.exists(os.path.join(path, "tokenizer.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def die_with_launcher() -> None:
+    """A rank started by a launcher (``LOCAL_RANK`` set) is killed when its launcher dies
+    (Linux ``PR_SET_PDEATHSIG``), so ``kill -9`` of ``composer`` (or of torchrun) leaves no rank
+    training, or waiting in a collective, behind; the same command then resumes."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return
+    if os.getppid() == 1:  # the launcher was already gone
+        os._exit(1)
 
 
 def load_checkpoint(model: torch.nn.Module, path: str, vq: str = "auto") -> None:
@@ -329,37 +394,71 @@ def split_step(batch: dict, microbatch_size: int = 0, *, parts: int = 1) -> list
     ``parts`` = 1 (upstream's scripts: no accumulation) the batch itself. ``microbatch_size`` is
     ignored: a group's pass holds about ``max(int(B * f_g), 1)`` samples, B x k / k of the step.
 
-    The count of passes depends on n only, so it is the same on every rank. Skipped samples are
-    spread over the passes from the last; each pass keeps the step's width. Composer weights each
+    A pass is what a rank of a k-times larger world would hold: the next slice of the step's
+    samples in their order (by ``position``, skipped ones included, when the skipped records
+    carry their positions; else kept samples first and skipped ones spread over the passes from
+    the last), padded only to its own longest sample plus the step's extra padding (upstream
+    collates each device's batch on its own). So one process accumulating k passes trains on the
+    same forward passes, with the same masks, as k processes: see :func:`pass_slices`.
+
+    The count of passes depends on n only, so it is the same on every rank. Composer weights each
     pass's loss by its samples over the step's (kept + skipped)."""
     ids, skipped = list(batch["ids"]), list(batch.get("skipped") or [])
     kept, n = len(ids), len(ids) + len(skipped)
     count = max(1, min(parts, n))
     if count == 1:
         return [batch]
-    sizes = [n // count + (i < n % count) for i in range(count)]
-    bad = [0] * count
-    left, i = len(skipped), count - 1
-    while left:
-        if bad[i] < sizes[i]:
-            bad[i] += 1
-            left -= 1
-        i = (i - 1) % count
-    out, k0, s0 = [], 0, 0
-    for size, nbad in zip(sizes, bad):
-        nk = size - nbad
+    lengths = batch.get("lengths")
+    width = batch["input_ids"].shape[1] if batch["input_ids"].dim() == 2 else 0
+    extra = width - int(lengths.max()) if lengths is not None and kept else 0
+    out = []
+    for (k0, nk), (s0, ns) in pass_slices(batch, count):
         part: dict = {}
+        own = int(lengths[k0:k0 + nk].max()) + extra if lengths is not None and nk else width
         for key, value in batch.items():
             if key == "skipped":
-                part[key] = skipped[s0:s0 + nbad]
+                part[key] = skipped[s0:s0 + ns]
             elif isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == kept:
-                part[key] = value[k0:k0 + nk]
+                value = value[k0:k0 + nk]
+                part[key] = value[:, :own] if value.dim() >= 2 and value.shape[1] == width else value
             elif isinstance(value, list) and len(value) == kept:
                 part[key] = value[k0:k0 + nk]
             else:  # the step's own values: step, group
                 part[key] = value
         out.append(part)
-        k0, s0 = k0 + nk, s0 + nbad
+    return out
+
+
+def pass_slices(batch: dict, count: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """For each of ``count`` passes: (first kept sample, kept samples), (first skipped record,
+    skipped records). Sizes ``n // count`` (+1 for the first ``n % count``), as the loader gives
+    each rank an equal share. With a ``position`` on every skipped record (and the kept samples'
+    ``position`` list) a pass takes the next samples by position, as a rank takes its slice of
+    the global batch; otherwise kept samples fill the passes first and the skipped ones are
+    spread from the last pass."""
+    ids, skipped = list(batch["ids"]), list(batch.get("skipped") or [])
+    kept, n = len(ids), len(ids) + len(skipped)
+    sizes = [n // count + (i < n % count) for i in range(count)]
+    kept_pos = batch.get("position")
+    if skipped and all(isinstance(s, dict) and s.get("position") is not None for s in skipped) \
+            and kept_pos is not None and len(kept_pos) == kept:
+        order = sorted([(int(p), 0) for p in kept_pos] + [(int(s["position"]), 1) for s in skipped])
+        bad, i = [], 0
+        for size in sizes:
+            bad.append(sum(kind for _, kind in order[i:i + size]))
+            i += size
+    else:
+        bad = [0] * count
+        left, i = len(skipped), count - 1
+        while left:
+            if bad[i] < sizes[i]:
+                bad[i] += 1
+                left -= 1
+            i = (i - 1) % count
+    out, k0, s0 = [], 0, 0
+    for size, nbad in zip(sizes, bad):
+        out.append(((k0, size - nbad), (s0, nbad)))
+        k0, s0 = k0 + size - nbad, s0 + nbad
     return out
 
 
@@ -371,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: composer -n N -m lavida_train.train STAGE.yaml [a.b=value ...]", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    die_with_launcher()
     try:
         cfg = load_stage(argv[0], argv[1:])
         recipe = Recipe(cfg)

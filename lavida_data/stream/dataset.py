@@ -38,8 +38,9 @@ import os
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -124,7 +125,7 @@ def job_key() -> str:
     return f"pid{os.getpid()}"
 
 
-def _stream_dirs(prepared: str, name: str, cache_dir: str | None) -> tuple[str | None, str]:
+def stream_dirs(prepared: str, name: str, cache_dir: str | None) -> tuple[str | None, str]:
     """(remote, local) for streaming; local dirs are per job so two jobs never share one."""
     root = cache_dir or os.environ.get("LAVIDA_CACHE") or os.path.join(tempfile.gettempdir(), "lavida-cache")
     base = os.path.join(root, job_key(), hashlib.blake2b(prepared.encode(), digest_size=6).hexdigest())
@@ -134,9 +135,11 @@ def _stream_dirs(prepared: str, name: str, cache_dir: str | None) -> tuple[str |
         return join(prepared, name), local
     target = os.path.abspath(join(prepared, name))
     if not os.path.islink(local) or os.readlink(local) != target:
-        if os.path.lexists(local):
-            os.unlink(local)
-        os.symlink(target, local)
+        # a link made under a private name and renamed over: ranks of one node making the same
+        # link at once each succeed, and a reader never sees a missing or half-made link
+        tmp = f"{local}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        os.symlink(target, tmp)
+        os.replace(tmp, local)
     return None, local
 
 
@@ -228,12 +231,10 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         from ..shards import RowCodec
 
         self.processor.codecs = {n: RowCodec.from_manifest(m) for n, m in manifests.items()}
-        streams = []
-        for p in self.stream_plans:
-            remote, local = _stream_dirs(prepared, p.name, cfg.cache_dir)
-            streams.append(StorageStream(remote=remote, local=local))
+        dirs = [stream_dirs(prepared, p.name, cfg.cache_dir) for p in self.stream_plans]
         self.predownload = cfg.predownload or max(8 * batch_size, 1024)
-        self.store = _open_store(streams, self.predownload, cfg.cache_limit)
+        self.store = _open_store(lambda: [StorageStream(remote=r, local=l) for r, l in dirs],
+                                 self.predownload, cfg.cache_limit)
         for p, n in zip(self.stream_plans, self.store.samples_per_stream):
             if int(n) != p.kept:
                 raise LavidaDataError(f"dataset {p.name!r}: the shards hold {int(n)} rows, its manifest {p.kept}: "
@@ -373,8 +374,8 @@ class MixtureDataset(torch.utils.data.IterableDataset):
 
 
 def skipped_record(item: Mapping[str, Any]) -> dict:
-    """What a batch reports of a bad sample: id, dataset, reason, path, error."""
-    return {k: item.get(k) for k in ("id", "dataset", "reason", "path", "error")}
+    """What a batch reports of a bad sample: id, dataset, reason, its position in training, path, error."""
+    return {k: item.get(k) for k in ("id", "dataset", "reason", "position", "path", "error")}
 
 
 def bad_report(name: str, n_bad: int, n: int, limit: float, counts: Mapping[str, int],
@@ -388,13 +389,16 @@ def bad_report(name: str, n_bad: int, n: int, limit: float, counts: Mapping[str,
     return "\n".join(lines)
 
 
-def _open_store(streams: list, predownload: int, cache_limit: str | None, attempts: int = 5) -> StreamingDataset:
+def _open_store(make_streams: Callable[[], list], predownload: int, cache_limit: str | None,
+                attempts: int = 5) -> StreamingDataset:
     """streaming's dataset over the prepared streams. streaming picks the first free shared-memory
     prefix and then creates it: another job on the machine taking the same prefix in between
-    raises FileExistsError, so try again (the next attempt finds the next free prefix)."""
+    raises FileExistsError, so try again (the next attempt finds the next free prefix). Each
+    attempt gets new stream objects: streaming writes its weights into the ones it was given."""
     for attempt in range(attempts):
         try:
-            return StreamingDataset(streams=streams, shuffle=False, predownload=predownload, cache_limit=cache_limit)
+            return StreamingDataset(streams=make_streams(), shuffle=False, predownload=predownload,
+                                    cache_limit=cache_limit)
         except FileExistsError:
             if attempt == attempts - 1:
                 raise

@@ -50,7 +50,7 @@ from torch import nn
 from .config import ModelConfig
 from .gen import GEN_MODULES, build_gen_modules, embed_image_ids, predict_image_logits, resolve_merge
 from .layers import RMSNorm
-from .llada import LLaDATransformer
+from .llada import LLaDABlock, LLaDATransformer
 from .vision import (
     ANYRES_TILES,
     SiglipTower,
@@ -237,6 +237,8 @@ class LavidaO(nn.Module):
         und_grids: list[list[tuple[int, int] | None]] | None = None,
         compute_text_logits: bool = True,
         return_expanded: bool = False,
+        text_logits_at: torch.Tensor | None = None,
+        zero_anchor: bool = False,
     ) -> dict[str, torch.Tensor | None]:
         """Run the model on one batch.
 
@@ -263,6 +265,12 @@ class LavidaO(nn.Module):
             und_grids: per sample, per image, the anyres tile grid (rows, cols); default inferred.
             compute_text_logits: False skips the LM head (``text_logits`` is then None; apply
                 ``self.model.transformer.logits`` to the rows of ``hidden`` you need).
+            text_logits_at: [B, L] bool: ``text_logits`` is the LM head on those positions only
+                ([M, V], in row-major order): the loss's positions, inside this forward so that a
+                sharded (FSDP) LM head is gathered for it.
+            zero_anchor: also return ``anchor``, a zero that depends on every trainable parameter
+                a step may leave unused (:meth:`zero_anchor`): added to the loss, it gives those
+                parameters a (zero) gradient in every step, under DDP and FSDP alike.
             return_expanded: also return ``expanded_hidden`` [B, L', d_model] (the final hidden
                 states of the grown sequence), ``expanded_ids`` [B, L'] (the ids, ``-200`` on image
                 features, ``-100`` on appended rows: upstream's ``new_input_ids``) and ``pos_map``
@@ -320,11 +328,13 @@ class LavidaO(nn.Module):
 
         full = tr(embeds, modality, key_mask)
         hidden = full if pos_map is None else full.gather(1, pos_map[..., None].expand(b, n, d))
-        out: dict[str, torch.Tensor | None] = {
-            "text_logits": tr.logits(hidden) if compute_text_logits else None,
-            "image_logits": None,
-            "hidden": hidden,
-        }
+        if text_logits_at is not None:
+            text_logits = tr.logits(hidden[text_logits_at.bool()])
+        else:
+            text_logits = tr.logits(hidden) if compute_text_logits else None
+        out: dict[str, torch.Tensor | None] = {"text_logits": text_logits, "image_logits": None, "hidden": hidden}
+        if zero_anchor:
+            out["anchor"] = self.zero_anchor()
         if gen_grid is not None and gen_ids is not None and gen_ids.shape[0]:
             img = hidden[gen_mask][:, : cfg.gen_width].reshape(gen_ids.shape[0], -1, cfg.gen_width)
             out["image_logits"] = predict_image_logits(m, img, gen_grid, gen_merge)
@@ -336,6 +346,55 @@ class LavidaO(nn.Module):
             out["pos_map"] = pos_map
             out["expanded_ids"] = _expanded_ids(input_ids, pos_map, lengths, full.shape[1])
         return out
+
+    # ------------------------------------------------------------------ data parallelism
+
+    def anchor_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters that a step may leave unused: every one outside the LLaDA
+        blocks (vision tower, resampler, projector, newline, generation modules, up / down
+        sampling, LM head) but the token embeddings and the final norm, which every position
+        goes through. The blocks run both towers in every forward pass (on possibly empty row
+        sets), so their parameters always take part; and under FSDP each block is its own unit,
+        whose parameters only the block's own forward may touch. Modules that FSDP wrapped
+        separately are skipped the same way."""
+        out: list[nn.Parameter] = []
+        tr = self.model.transformer
+        always = (tr.wte, tr.ln_f)
+
+        def walk(module: nn.Module) -> None:
+            out.extend(p for p in module.parameters(recurse=False) if p.requires_grad)
+            for child in module.children():
+                inner = getattr(child, "_checkpoint_wrapped_module", child)
+                if isinstance(inner, LLaDABlock) or type(child).__name__ == "FullyShardedDataParallel" \
+                        or inner in always:
+                    continue
+                walk(child)
+
+        walk(self.model)
+        return out
+
+    def zero_anchor(self) -> torch.Tensor:
+        """``0 * sum(first element of each anchor parameter)``: a zero in the autograd graph of
+        every parameter of :meth:`anchor_parameters` (so DDP reduces, and FSDP reduce-scatters,
+        a zero gradient for those a step did not use, on every rank, and the optimizer steps
+        them as upstream's DeepSpeed ZeRO-2 does: with a zero gradient)."""
+        params = self.anchor_parameters()
+        if not params:
+            return self.model.image_newline.new_zeros(())
+        return torch.stack([p.reshape(-1)[:1].sum().float() for p in params]).sum() * 0.0
+
+    @staticmethod
+    def fsdp_wrap_fn(module: nn.Module) -> bool:
+        """Composer's FSDP wrap policy: each LLaDA block is a unit (it runs in every forward
+        pass, so every rank gathers and reduces every unit in the same order); the rest
+        (embeddings, LM head, understanding path, generation modules) is the root unit."""
+        return isinstance(module, LLaDABlock)
+
+    @staticmethod
+    def activation_checkpointing_fn(module: nn.Module) -> bool:
+        """Composer's FSDP activation checkpointing (``parallelism.fsdp.activation_checkpointing``):
+        each LLaDA block is recomputed in the backward pass (upstream: ``--gradient_checkpointing``)."""
+        return isinstance(module, LLaDABlock)
 
     # ------------------------------------------------------------------ helpers
 

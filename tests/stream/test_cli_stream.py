@@ -186,5 +186,5 @@ def test_the_bad_sample_limit_in_the_loader_names_counts_and_examples(tmp_path):
     batches = list(build_dataloader(build_dataset(mix, prepared, batch_size=8, loader={"max_bad_fraction": 0.2}),
                                     num_workers=0))
     skipped = [s for b in batches for s in b["skipped"]]
-    assert len(skipped) == 8 and set(skipped[0]) == {"id", "dataset", "reason", "path", "error"}
+    assert len(skipped) == 8 and set(skipped[0]) == {"id", "dataset", "reason", "position", "path", "error"}
     assert {s["path"] for s in skipped} == set(gone)

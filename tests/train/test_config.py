@@ -313,6 +313,14 @@ def test_unknown_parallelism_key():
     assert i.field == "parallelism.fsdp.sharding_strategy"
 
 
+def test_reentrant_activation_checkpointing_is_refused():
+    """It would give a block no gradient when its input needs none (an all-skipped micro-batch's
+    stand-in in a generation-only stage), and FSDP would wait for that block's reduction."""
+    (i,) = errors(S2, ["parallelism.fsdp.activation_checkpointing_reentrant=true"])
+    assert i.field == "parallelism.fsdp.activation_checkpointing_reentrant" and "must stay false" in i.message
+    assert validate_stage(S2).parallelism["fsdp"]["activation_checkpointing_reentrant"] is False
+
+
 def test_missing_required_key_and_all_errors_at_once():
     text = re.sub(r"  time_policy: uniform.*\n", "", S2).replace("seed: 42", "seed: -1")
     issues = errors(text, ["precision=bf16"])

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,59 +12,42 @@ from lavida_data import validate_file
 from lavida_data.prepare import prepare
 
 from ..conftest import ROOT
-
-STAGES = ["s1-gnd", "s2-256", "s2-1024", "s3-unified"]
-MIXTURE = {"s1-gnd": "s1-gnd", "s2-256": "s2-256", "s2-1024": "s2-256", "s3-unified": "s3-unified"}
-STAGE_DIR = ROOT / "examples" / "stages"
-BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """Each stage mixture prepared into ``<out>/<mixture>`` (s2-1024 reads s2-256's)."""
-    out = tmp_path_factory.mktemp("prepared")
-    for mixture in sorted(set(MIXTURE.values())):
-        report = validate_file(STAGE_DIR / "mixtures" / f"{mixture}.yaml")
-        assert report.valid, report.errors
-        prepare(report.plans.values(), str(out / mixture))
-    return out
+from .conftest import STAGE_DIR, STAGES, composer as launch_composer, metrics, stage_args
 
 
 def composer(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [str(BIN / "composer"), "-n", "1", "-m", "lavida_train.train", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, **(env or {})})
+    return launch_composer(1, *args, cwd=cwd, env=env)
 
 
 def launch(stage: str, prepared: Path, folder: Path, *extra: str, env: dict | None = None, check: bool = True):
     """``composer -n 1 -m lavida_train.train STAGE.yaml overrides`` in a subprocess (the global
     batch left to its default: 2 per device, one device)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    proc = composer(str(STAGE_DIR / f"{stage}.yaml"), "model.preset=tiny",
-                    f"data.prepared={prepared / MIXTURE[stage]}", f"save_folder={folder}", "data.num_workers=1",
-                    "init_from=null", *extra, cwd=folder.parent, env=env)
+    proc = composer(*stage_args(stage, prepared, folder, *extra), cwd=folder.parent, env=env)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
-def metrics(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
 @pytest.mark.parametrize("stage", STAGES)
-def test_each_stage_trains_through_composers_launcher(stage, prepared, tmp_path):
-    folder = tmp_path / stage
-    launch(stage, prepared, folder, "max_duration=2ba", "save_interval=2ba")
-    lines = metrics(folder)
-    assert [m["batch"] for m in lines] == [1, 2]
-    factors = validate_file(STAGE_DIR / "mixtures" / f"{MIXTURE[stage]}.yaml").mixture.batch_sizes
+def test_each_stage_trains_through_composers_launcher(stage, runs, s1_with_bad_samples, s3_seed):
+    """One process, a global batch of 4: each step is 2 forward passes of upstream's per-device 2
+    (times the group's factor). These runs are also test_distributed's one-process references."""
+    from .test_distributed import GLOBAL, _factors, overrides
+
+    extra = overrides(stage, s1_with_bad_samples, s3_seed)
+    run = runs.get(stage, 1, *extra, f"global_train_batch_size={GLOBAL}")
+    folder, lines = run.folder, run.metrics
+    steps = int(next(o for o in extra if o.startswith("max_duration=")).split("=")[1][:-2])
+    assert [m["batch"] for m in lines] == list(range(1, steps + 1))
+    factors = _factors(stage, extra)
     for m in lines:
-        assert {"batch", "loss", "text_loss", "image_loss", "mask_ratio", "sample_ids"} <= set(m)
-        assert m["passes"] == 1  # upstream's scripts: no accumulation
-        # per-device batch 2 (upstream's), times the step's group factor
-        want = max(int(2 * factors.get(m["group"], 1)), 1)
-        assert len(m["sample_ids"]) + len(m["skipped"]) == want and m["loss"] > 0
+        assert {"batch", "loss", "text_loss", "image_loss", "mask_ratio", "grad_norm", "sample_ids"} <= set(m)
+        per_pass = max(int(2 * factors.get(m["group"], 1)), 1)
+        assert len(m["sample_ids"]) + len(m["skipped"]) == 2 * per_pass
+        assert m["passes"] == 2
         assert all(i.split(":")[0] for i in m["sample_ids"])
+        assert m["loss"] > 0 or not m["sample_ids"]
     assert (folder / "latest-rank0.pt").exists()
     if stage == "s2-256":  # text loss off: the total is the image loss alone
         assert all(abs(m["loss"] - m["image_loss"]) < 1e-6 for m in lines)
@@ -99,6 +79,7 @@ def check_frozen_parameters(folder: Path) -> None:
     assert frozen > 0 and moved > 0
 
 
+@pytest.mark.slow  # test_distributed's kill -9 test and the batch-factor test below resume in the default run
 def test_kill_and_resume_equals_an_uninterrupted_run(prepared, tmp_path):
     common = ("max_duration=6ba", "save_interval=3ba")
     whole = tmp_path / "whole"
@@ -305,6 +286,47 @@ def test_split_step_forms_the_forward_passes(kept, skipped, parts, sizes):
         assert (p["step"], p["group"]) == (7, "und")
     if skipped and len(passes) > 1:  # spread from the last pass
         assert len(passes[-1]["skipped"]) >= 1
+
+
+def test_a_pass_is_padded_to_its_own_longest_sample_plus_the_steps_extra_padding():
+    """As each rank collates its own share: a pass of one process is the rank's batch."""
+    from lavida_train.train import split_step
+
+    lengths = [3, 7, 2, 4]
+    extra = 5
+    width = max(lengths) + extra
+    batch = {"input_ids": torch.full((4, width), 9), "labels": torch.full((4, width), -100),
+             "gen_mask": torch.zeros(4, width, dtype=torch.bool), "lengths": torch.tensor(lengths),
+             "n_gen": torch.tensor([1, 0, 1, 0]), "ids": [f"d:{i}" for i in range(4)], "position": [10, 11, 12, 13],
+             "skipped": [], "step": 3, "group": "g"}
+    for i, n in enumerate(lengths):
+        batch["input_ids"][i, :n] = i
+    a, b = split_step(batch, parts=2)
+    assert a["input_ids"].shape == (2, 7 + extra) and b["input_ids"].shape == (2, 4 + extra)
+    assert a["labels"].shape == a["gen_mask"].shape == a["input_ids"].shape
+    assert torch.equal(a["input_ids"], batch["input_ids"][:2, :12]) and torch.equal(b["n_gen"], torch.tensor([1, 0]))
+    assert (b["ids"], b["position"], b["step"]) == (["d:2", "d:3"], [12, 13], 3)
+
+
+@pytest.mark.parametrize("bad_at, kept_per_pass, bad_per_pass", [
+    ([0, 1], [0, 2], [2, 0]),  # the first rank's share all bad: the first pass is all skipped
+    ([2, 3], [2, 0], [0, 2]),
+    ([1, 3], [1, 1], [1, 1]),
+    ([0], [1, 2], [1, 0]),
+])
+def test_skipped_samples_stay_in_the_pass_of_their_position(bad_at, kept_per_pass, bad_per_pass):
+    """With positions on the skipped records a pass is exactly a rank's share of the step."""
+    from lavida_train.train import split_step
+
+    kept = [i for i in range(4) if i not in bad_at]
+    batch = step_batch(len(kept), 0)
+    batch["position"] = [100 + i for i in kept]
+    batch["ids"] = [f"d:{i}" for i in kept]
+    batch["skipped"] = [{"id": f"d:{i}", "position": 100 + i} for i in bad_at]
+    passes = split_step(batch, parts=2)
+    assert [len(p["ids"]) for p in passes] == kept_per_pass
+    assert [len(p["skipped"]) for p in passes] == bad_per_pass
+    assert [sorted(p["position"] + [s["position"] for s in p["skipped"]]) for p in passes] == [[100, 101], [102, 103]]
 
 
 def test_metrics_merge_a_steps_passes_as_composer_weights_them():
