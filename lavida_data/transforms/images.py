@@ -100,9 +100,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def to_chw_uint8(img: Image.Image) -> torch.Tensor:
-    """An RGB image as a contiguous uint8 ``[3, H, W]`` tensor."""
-    arr = np.array(to_rgb(img), dtype=np.uint8)  # its own copy: torch shares it
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    """An RGB image as a contiguous uint8 ``[3, H, W]`` tensor. Transposed by numpy into its own
+    copy (torch shares it): torch's permuted copy wakes its thread pool, which outside loader
+    workers costs milliseconds per image on a busy machine."""
+    arr = np.asarray(to_rgb(img), dtype=np.uint8)
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
 def to_unit(chw: torch.Tensor) -> torch.Tensor:
