@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from lavida_data.mds import ArrowMDSWriter
+from lavida_data.prepared.mds import ArrowMDSWriter
 
 COLUMNS = {
     "s3_path": "str", "caption": "str", "blob": "bytes",

@@ -18,16 +18,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import lavida_data.prepare as local_engine
+import lavida_data.prepare.local as local_engine
 from lavida_data import validate_file
-from lavida_data.mds import ArrowMDSWriter, shard_bounds
-from lavida_data.prepare import prepare
+from lavida_data.prepared.mds import ArrowMDSWriter, shard_bounds
+from lavida_data.prepare.local import prepare
 
 from .conftest import BIN, EXAMPLES
 
 ray = pytest.importorskip("ray")
 
-from lavida_data.prepare_ray import KILL_AFTER, forwarded_env, prepare_ray  # noqa: E402
+from lavida_data.prepare.ray import KILL_AFTER, forwarded_env, prepare_ray  # noqa: E402
 
 SHARD = 8 << 10  # many shards from small tables
 JSON_KEYS = {"rows_read", "rows_kept", "dropped", "shards", "path", "fingerprint", "up_to_date", "images_embedded",

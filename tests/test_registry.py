@@ -1,7 +1,8 @@
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from lavida_data import Converter, LavidaDataError, Registry, converter, registry
+from lavida_data import Converter, LavidaDataError, Registry, converter
+from lavida_data import registry
 
 
 class Opts(BaseModel):

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from lavida_data import read_schema, validate_file
-from lavida_data.preview import preview
-from lavida_data.tables import iter_batches
+from lavida_data.cli.preview import preview
+from lavida_data.io.tables import iter_batches
 
 from .conftest import EXAMPLES
 
@@ -56,7 +56,7 @@ def test_mixture_of_s3_tables_and_images_validates_and_previews(s3_bucket, tmp_p
     assert [i.id for i in items] == [i.id for i in local_items]
     assert items[0].sample["image_gen"].startswith(f"s3://{bucket}/data/images/")
     # the page embeds images fetched from S3
-    from lavida_data.preview import render_html
+    from lavida_data.cli.preview import render_html
 
     page = render_html(items, stats, "s3")
     assert page.count("data:image/jpeg;base64,") >= len(items) and "image not loaded" not in page

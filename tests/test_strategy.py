@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lavida_data import SamplingStrategy
-from lavida_data.strategy import stable_hash
+from lavida_data.spec.strategy import stable_hash
 
 
 @pytest.mark.parametrize(

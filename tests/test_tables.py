@@ -8,9 +8,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from lavida_data.filters import Filters
-from lavida_data.tables import (ROW, batch_records, column_values, iter_batches, iter_json_array, read_schema,
-                                table_format)
+from lavida_data.spec.filters import Filters
+from lavida_data.io.tables import (
+    ROW,
+    batch_records,
+    column_values,
+    iter_batches,
+    iter_json_array,
+    read_schema,
+    table_format,
+)
 
 ROWS = [
     {"s3_path": f"img/{i}.jpg", "caption": "1984" if i == 2 else f"cap {i}", "fltLaionAesthScore": 4.0 + i,
@@ -94,7 +101,7 @@ def _strict(values):  # equality that tells 1 from 1.0 and True from 1
 
 def _roundtrip_shards(path, cols, numeric=()):
     """The values a prepared shard gives back: encoded as prepare does, decoded as the loader does."""
-    from lavida_data.shards import RowCodec, column_kinds
+    from lavida_data.prepared.layout import RowCodec, column_kinds
 
     fmt = table_format(path)
     schema = pq.ParquetFile(path).schema_arrow if fmt == "parquet" else None
@@ -205,7 +212,7 @@ def test_a_csv_left_half_read_does_not_hang_or_abort_the_interpreter_at_exit(tmp
     with open(path, "w") as f:
         f.write("s3_path,caption\n")
         f.writelines(f"/x/{i}.jpg,a caption with a few words in it\n" for i in range(200_000))
-    code = ("import sys\nfrom lavida_data.tables import iter_batches, read_schema\n"
+    code = ("import sys\nfrom lavida_data.io.tables import iter_batches, read_schema\n"
             "assert read_schema(sys.argv[1]) == ['s3_path', 'caption']\n"
             "it = iter_batches(sys.argv[1], batch_size=1000)\nnext(it)\n")
     for _ in range(5):
@@ -220,8 +227,8 @@ def test_an_edit_table_mixing_one_and_several_sources_previews_and_streams_every
     import shutil
 
     from lavida_data import validate_file
-    from lavida_data.prepare import prepare
-    from lavida_data.preview import preview
+    from lavida_data.prepare.local import prepare
+    from lavida_data.cli.preview import preview
     from lavida_data.stream.loader import build_dataloader, build_dataset
 
     from .conftest import EXAMPLES

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from lavida_data import SamplingStrategy, iter_samples, selected_rows, validate_file
-from lavida_data.config import Mixture, unique_names
-from lavida_data.strategy import upstream_sample
+from lavida_data.spec.config import Mixture, unique_names
+from lavida_data.spec.strategy import upstream_sample
 
 GOLDEN = Path(__file__).parent / "golden" / "mixtures"
 
@@ -138,7 +138,7 @@ def test_repeated_names_are_unique_everywhere(upstream_like):
 
 
 def test_repeated_names_prepare_into_their_own_folders(upstream_like, tmp_path):
-    from lavida_data.prepare import prepare
+    from lavida_data.prepare.local import prepare
 
     report = validate_file(upstream_like)
     grand = [p for n, p in report.plans.items() if n.startswith("grand-f")]

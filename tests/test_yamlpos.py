@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from lavida_data.yamlpos import load_yaml
+from lavida_data.spec.yamlpos import load_yaml
 
 
 def test_positions_of_values_and_keys():

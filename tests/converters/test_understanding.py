@@ -12,7 +12,7 @@ import pydantic
 import pytest
 
 import lavida_data
-from lavida_data.sample import check_sample
+from lavida_data.convert.sample import check_sample
 
 MAMMOTH = "preproces_und_mammoth_si_10M"
 VW = "preproces_vw_instruct"

@@ -15,7 +15,7 @@ import pytest
 
 from lavida_data import io as storage
 from lavida_data import validate_file
-from lavida_data.prepare import prepare
+from lavida_data.prepare.local import prepare
 
 from ..conftest import EXAMPLES
 

@@ -83,7 +83,7 @@ def test_preview_order_and_training_pick_the_same_random_rows_for_any_seed(demo,
     import pandas as pd
 
     from lavida_data import validate_file
-    from lavida_data.prepare import prepare
+    from lavida_data.prepare.local import prepare
     from lavida_data.stream.loader import build_dataloader, build_dataset
 
     _, _, root = demo
@@ -129,7 +129,7 @@ def _bad_images_mixture(tmp_path, rows: int = 480):
     import pyarrow.parquet as pq
 
     from lavida_data import validate_file
-    from lavida_data.prepare import prepare
+    from lavida_data.prepare.local import prepare
 
     from ..conftest import EXAMPLES
 

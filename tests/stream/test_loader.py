@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from lavida_data import LavidaDataError, validate_file
-from lavida_data.prepare import prepare
+from lavida_data.prepare.local import prepare
 from lavida_data.stream.loader import build_dataloader, build_dataset
 from lavida_data.stream.order import global_batches, global_order
 
@@ -40,7 +40,7 @@ def factors(demo):
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from lavida_data.tokenizer import build_tiny_tokenizer
+    from lavida_data.transforms.tokenizer import build_tiny_tokenizer
 
     return build_tiny_tokenizer(str(tmp_path_factory.mktemp("tok")))
 

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lavida_data import validate_file
-from lavida_data.prepare import prepare
-from lavida_data.shards import RowCodec, read_manifest, unpack_images
+from lavida_data.prepare.local import prepare
+from lavida_data.prepared.layout import RowCodec, read_manifest, unpack_images
 
 from ..conftest import BIN, EXAMPLES
 
@@ -398,7 +398,7 @@ def test_embed_images_stores_the_referenced_files_and_counts_missing_ones(exampl
 
 
 def test_image_fetches_are_concurrent(examples_copy, tmp_path, monkeypatch):
-    import lavida_data.prepare as prep
+    import lavida_data.prepare.images as prep
 
     config = examples_copy / "mixtures" / "embed.yaml"
     config.write_text(EMBED_MIX.split("  - {name: gpt-edit")[0])  # laion-aes alone: each image fetched once
@@ -428,7 +428,7 @@ def test_image_fetches_are_concurrent(examples_copy, tmp_path, monkeypatch):
 def test_a_lasting_transient_fault_stops_the_preparation_and_is_never_counted(examples_copy, tmp_path, monkeypatch):
     """A permanent fault (missing, denied) is counted as a missing image; a transient one that
     outlasts the retry policy stops the run naming the object, and nothing is committed."""
-    import lavida_data.prepare as prep
+    import lavida_data.prepare.images as prep
     from lavida_data.io import StorageUnavailable
 
     config = examples_copy / "mixtures" / "embed.yaml"
@@ -561,7 +561,7 @@ def check_prepare_to_s3(client, bucket, tmp_path, s3_config, local_config, out, 
     assert read_manifest(f"{out}/laion-aes")["shards"] == 1
 
     # images on S3 are fetched into the shards (2 fetch threads: each new thread makes its own boto3 client)
-    from lavida_data.prepare import prepare_dataset
+    from lavida_data.prepare.local import prepare_dataset
 
     plan = validate_file(s3_config).plans["laion-aes"]
     embedded = prepare_dataset(plan, str(tmp_path / "embedded"), embed=True, fetch_workers=2)
@@ -575,7 +575,7 @@ def check_prepare_to_s3(client, bucket, tmp_path, s3_config, local_config, out, 
 def test_only_shards_uploaded_is_not_prepared(s3_bucket, tmp_path):
     """A commit cut short after the shards (no index, no manifest) leaves a dataset that is not prepared."""
     from lavida_data.io import s3
-    from lavida_data.prepare import _commit_s3
+    from lavida_data.prepared.commit import commit_s3
 
     client, bucket = s3_bucket
     run_prepare(EXAMPLES / "mixtures" / "demo.yaml", tmp_path / "local")
@@ -592,20 +592,20 @@ def test_only_shards_uploaded_is_not_prepared(s3_bucket, tmp_path):
     s3.client().meta.events.register("before-parameter-build.s3.PutObject", cut_at_index)
     try:
         with pytest.raises(Cut):
-            _commit_s3(str(work), dest)
+            commit_s3(str(work), dest)
     finally:
         s3.client().meta.events.unregister("before-parameter-build.s3.PutObject", cut_at_index)
     keys = sorted(objects(client, bucket, "prepared/grandf/"))
     assert keys == ["prepared/grandf/shard.00000.mds"]
     assert read_manifest(dest) is None
-    _commit_s3(str(work), dest)
+    commit_s3(str(work), dest)
     assert read_manifest(dest) == read_manifest(str(work))
 
 
 def test_a_prepare_to_s3_killed_after_its_manifest_leaves_nothing_behind_after_the_next_run(s3_bucket, tmp_path):
     """Killed between the manifest and the removal of the earlier preparation's shards: the next run
     finds the dataset up to date and removes them; the objects are those of an uninterrupted run."""
-    from lavida_data.prepare import KILL_AFTER
+    from lavida_data.prepared.commit import KILL_AFTER
 
     client, bucket = s3_bucket
     for p in [EXAMPLES / "data" / "t2i.parquet", EXAMPLES / "data" / "edit_gpt.parquet"]:

@@ -24,7 +24,7 @@ BIN = Path(sys.executable).parent
 
 def prepare_mixture(path: Path, out: Path) -> None:
     from lavida_data import validate_file
-    from lavida_data.prepare import prepare
+    from lavida_data.prepare.local import prepare
 
     report = validate_file(path)
     assert report.valid, report.errors

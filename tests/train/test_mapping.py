@@ -12,15 +12,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from lavida_data.tokenizer import build_tiny_tokenizer  # noqa: E402
-from lavida_train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint  # noqa: E402
+from lavida_data.transforms.tokenizer import build_tiny_tokenizer  # noqa: E402
+from lavida_train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, read_state_dict  # noqa: E402
 from lavida_train.model.config import ModelConfig  # noqa: E402
 from lavida_train.model.mapping import (  # noqa: E402
     REFERENCE_KEYS,
     RENAMED,
     load_reference_state_dict,
     map_key,
-    read_state_dict,
     reference_shapes,
 )
 from lavida_train.model.presets import tiny_model  # noqa: E402

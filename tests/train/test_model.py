@@ -13,7 +13,7 @@ pytest.importorskip("diffusers")
 
 from PIL import Image  # noqa: E402
 
-from lavida_data.tokenizer import build_tiny_tokenizer  # noqa: E402
+from lavida_data.transforms.tokenizer import build_tiny_tokenizer  # noqa: E402
 from lavida_data.transforms.collate import collate  # noqa: E402
 from lavida_data.transforms.images import ImageConfig, gen_image, siglip_anyres  # noqa: E402
 from lavida_data.transforms.tokenize import Tokenize  # noqa: E402

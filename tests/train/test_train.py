@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lavida_data import validate_file
-from lavida_data.prepare import prepare
+from lavida_data.prepare.local import prepare
 
 from ..conftest import ROOT
 from .conftest import STAGE_DIR, STAGES, composer as launch_composer, metrics, stage_args
@@ -219,7 +219,7 @@ def test_preflight_reports_every_missing_file_at_once(tmp_path):
 
 
 def test_a_tokenizer_without_the_release_tokens_is_refused_before_the_model_is_built(tmp_path, monkeypatch, capsys):
-    from lavida_data.tokenizer import build_tiny_tokenizer
+    from lavida_data.transforms.tokenizer import build_tiny_tokenizer
     from lavida_train.model.lavida import LavidaO
     from lavida_train.train import main
 

@@ -22,7 +22,7 @@ pytest.importorskip("tokenizers")
 pytest.importorskip("transformers")
 
 from lavida_data import SampleError  # noqa: E402
-from lavida_data.tokenizer import build_tiny_tokenizer  # noqa: E402
+from lavida_data.transforms.tokenizer import build_tiny_tokenizer  # noqa: E402
 from lavida_data.transforms.tokenize import Tokenize  # noqa: E402
 
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "golden" / "render").glob("*.json"))
