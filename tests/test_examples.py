@@ -3,7 +3,6 @@
 import filecmp
 import json
 import os
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -13,7 +12,7 @@ from lavida_data import DatasetSpec, validate_file
 from lavida_data import registry
 from lavida_data.cli.preview import preview
 
-from .conftest import EXAMPLES
+from tests.support import EXAMPLES
 
 MIXTURES = sorted((EXAMPLES / "mixtures").glob("*.yaml"))
 

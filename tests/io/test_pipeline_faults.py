@@ -17,7 +17,7 @@ from lavida_data import io as storage
 from lavida_data import validate_file
 from lavida_data.prepare.local import prepare
 
-from ..conftest import EXAMPLES
+from tests.support import EXAMPLES
 
 MIX = """seed: 3
 datasets:
@@ -142,8 +142,8 @@ def test_stream_fetching_images_in_workers_gives_the_same_batches_with_faults(pr
 def test_import_from_and_to_s3_gives_the_same_objects_with_faults(proxy, s3_bucket, tmp_path, kind):
     """reflect-dit streams a tar, sharegpt-4o reads zips by ranges, relaion joins metadata parquet
     read by ranges to img2dataset sidecars: each from S3, its tables and images written to S3."""
-    from ..importers.helpers import import_json, upload
-    from ..importers.test_s3_every_kind import KINDS
+    from tests.importers.helpers import import_json, upload
+    from tests.importers.test_s3_every_kind import KINDS
     from lavida_data.importers import load_all
     from lavida_data.importers.run import writes_folder
 

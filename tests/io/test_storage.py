@@ -18,7 +18,7 @@ from lavida_data import io as storage
 from lavida_data.io import ObjectChanged, StorageError, StorageUnavailable, policy
 from lavida_data.io.tables import count_rows, iter_batches, read_schema
 
-from ..conftest import ROOT
+from tests.support import ROOT
 
 DATA = os.urandom(700_000)
 

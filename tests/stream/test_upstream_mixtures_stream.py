@@ -136,13 +136,6 @@ B = 4
 FACTORS = {"t2i": 1, "laion_coyo": 1, "plan": 1, "und": 0.5, "grounding": 0.5, "edit": 1, "edit_reason": 0.25}
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    from lavida_data.transforms.tokenizer import build_tiny_tokenizer
-
-    return build_tiny_tokenizer(str(tmp_path_factory.mktemp("tok")))
-
-
 def stream_file(text: str, folder: Path, tokenizer: str, steps: int = 40) -> tuple[list[dict], object]:
     mixture = folder / "mixture.yaml"
     mixture.write_text(tables_for(text, folder / "tables"))

@@ -11,7 +11,7 @@ import torch
 from lavida_data import validate_file
 from lavida_data.prepare.local import prepare
 
-from ..conftest import ROOT
+from tests.support import ROOT
 from .conftest import STAGE_DIR, STAGES, composer as launch_composer, metrics, stage_args
 
 

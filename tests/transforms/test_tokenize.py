@@ -42,11 +42,6 @@ MICRO = "[[micro_conds_texts]]"
 
 
 @pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    return build_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tok"))
-
-
-@pytest.fixture(scope="module")
 def tok_dir_noloc(tmp_path_factory):
     return build_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tok_noloc"), loc=False)
 

@@ -23,7 +23,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,11 +32,10 @@ import pytest
 
 from lavida_data import ConfigError, Issue, load_mixture, validate_file
 
+from tests.support import run_cli
+
 BROKEN = Path(__file__).parent / "broken"
 FILES = sorted(BROKEN.glob("*.yaml"))
-CLI = Path(sys.executable).parent / "lavida-data"
-if not CLI.exists():  # pytest run by another interpreter: the one on PATH
-    CLI = Path(shutil.which("lavida-data") or CLI)
 
 
 # -- expectations --------------------------------------------------------------------------------
@@ -294,7 +292,7 @@ def test_score_column_without_cutoff_warns(workdir):
 # -- the command line ----------------------------------------------------------------------------
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=60)
+    return run_cli(*args, timeout=60)
 
 
 def test_cli_json_broken_then_valid(workdir):

@@ -9,7 +9,7 @@ from lavida_data import read_schema, validate_file
 from lavida_data.cli.preview import preview
 from lavida_data.io.tables import iter_batches
 
-from .conftest import EXAMPLES
+from tests.support import EXAMPLES
 
 TABLES = ["t2i.parquet", "t2i_coyo.csv", "t2i_loc.json", "t2i_hash.jsonl"]
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from .conftest import ROOT
+from tests.support import ROOT
 
 PLUGINS = ROOT / "tests" / "plugins"
 DISTS = ["lavida-plugin-demo", "lavida-plugin-broken"]

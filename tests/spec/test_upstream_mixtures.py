@@ -24,7 +24,7 @@ from lavida_data import SamplingStrategy, iter_samples, selected_rows, validate_
 from lavida_data.spec.config import Mixture, unique_names
 from lavida_data.spec.strategy import upstream_sample
 
-GOLDEN = Path(__file__).parent / "golden" / "mixtures"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "mixtures"
 
 
 def t2i_table(path: Path, n: int = 12, score: bool = True) -> None:

@@ -9,7 +9,6 @@ import pytest
 
 from lavida_data.stream.order import global_batches, global_order
 
-from .test_loader import demo, factors  # noqa: F401
 
 
 def test_order_json_slices_the_global_order(factors, cli):  # noqa: F811
@@ -131,7 +130,7 @@ def _bad_images_mixture(tmp_path, rows: int = 480):
     from lavida_data import validate_file
     from lavida_data.prepare.local import prepare
 
-    from ..conftest import EXAMPLES
+    from tests.support import EXAMPLES
 
     images = sorted((EXAMPLES / "data" / "images").glob("*.jpg"))[:16]
     shutil.copytree(EXAMPLES / "data" / "images", tmp_path / "images")

@@ -23,7 +23,7 @@ from lavida_data import validate_file
 from lavida_data.prepared.mds import ArrowMDSWriter, shard_bounds
 from lavida_data.prepare.local import prepare
 
-from .conftest import BIN, EXAMPLES
+from tests.support import EXAMPLES, run_cli
 
 ray = pytest.importorskip("ray")
 
@@ -208,7 +208,7 @@ def test_the_ray_engine_gives_the_same_files_with_s3_faults(cluster, small_batch
     """Tasks in Ray's worker processes read blocks, write blocks and shards, and the driver copies and
     commits, all through the fault-injecting proxy (503 SlowDown, resets, stalls, truncated bodies):
     the same files and counts as a run without faults."""
-    from .io.faults import faulty_s3
+    from tests.io.faults import faulty_s3
 
     client, bucket = s3_bucket
     data = write_tables(tmp_path / "data", n=400)
@@ -307,9 +307,8 @@ def test_images_on_s3_embedded_into_s3_output(cluster, small_batches, s3_bucket,
 
 
 def prepare_cli(config, out, address, *extra, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "lavida-data"), "prepare", str(config), "--out", str(out), "--engine", "ray",
-                           "--address", address, "--shard-size", "8KB", "--block-rows", "100", "--json", *extra],
-                          capture_output=True, text=True, timeout=180, env={**os.environ, **(env or {})})
+    return run_cli("prepare", config, "--out", out, "--engine", "ray", "--address", address, "--shard-size", "8KB",
+                   "--block-rows", "100", "--json", *extra, timeout=180, env={**os.environ, **(env or {})})
 
 
 def big_mixture(tmp_path, n: int = 3000) -> Path:

@@ -22,7 +22,7 @@ from lavida_data import validate_file
 from lavida_data.prepare.local import prepare
 from lavida_data.prepared.layout import RowCodec, read_manifest, unpack_images
 
-from ..conftest import BIN, EXAMPLES
+from tests.support import BIN, EXAMPLES, run_cli
 
 DEMO_NAMES = ["laion-aes", "coyo-recap", "layout-feedback", "mammoth-si", "reflection-judge", "grandf", "refcoco",
               "gpt-edit", "sharegpt-4o-edit"]
@@ -34,10 +34,8 @@ JSON_KEYS = {"rows_read", "rows_kept", "dropped", "shards", "path", "fingerprint
 
 
 def lavida(*args, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(BIN / "lavida-data"), *map(str, args)], capture_output=True, text=True, timeout=120,
-                          **kw)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    return proc
+    """The command, which must succeed."""
+    return run_cli(*args, check_rc=0, **kw)
 
 
 def run_prepare(config, out, **kw):
@@ -618,8 +616,7 @@ def test_a_prepare_to_s3_killed_after_its_manifest_leaves_nothing_behind_after_t
     assert len([k for k in before if k.endswith(".mds")]) > 2
 
     env = {**os.environ, KILL_AFTER: "commit:manifest"}
-    killed = subprocess.run([str(BIN / "lavida-data"), "prepare", str(config), "--out", out], env=env,
-                            capture_output=True, text=True, timeout=120)
+    killed = run_cli("prepare", config, "--out", out, env=env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     left = objects(client, bucket, "prepared/laion-aes/")
     assert read_manifest(f"{out}/laion-aes")["shards"] == 1  # committed (64MB shards: one) ...

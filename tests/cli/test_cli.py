@@ -2,7 +2,7 @@
 
 import json
 
-from .conftest import EXAMPLES
+from tests.support import EXAMPLES
 
 T2I = EXAMPLES / "mixtures" / "t2i.yaml"
 

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from .conftest import EXAMPLES
+from tests.support import EXAMPLES
 
 pytestmark = pytest.mark.browser
 

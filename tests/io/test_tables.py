@@ -231,7 +231,7 @@ def test_an_edit_table_mixing_one_and_several_sources_previews_and_streams_every
     from lavida_data.cli.preview import preview
     from lavida_data.stream.loader import build_dataloader, build_dataset
 
-    from .conftest import EXAMPLES
+    from tests.support import EXAMPLES
 
     shutil.copytree(EXAMPLES / "data" / "images", tmp_path / "images")
     imgs = sorted(p.name for p in (tmp_path / "images").glob("*.jpg"))
