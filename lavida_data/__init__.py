@@ -7,8 +7,6 @@ Public API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from lavida_data.convert.registry import ConvertContext, Converter, NoOptions, Registry, converter, registry
 from lavida_data.convert.sample import convert_row, sample_id
 from lavida_data.errors import ConfigError, Issue, LavidaDataError, SampleError, TooManyBadSamples
@@ -20,6 +18,7 @@ from lavida_data.spec.config import DatasetSpec, MaxEncImages, Mixture
 from lavida_data.spec.plan import DatasetPlan
 from lavida_data.spec.strategy import SamplingStrategy
 from lavida_data.spec.validate import Report, load_mixture, validate_file, validate_text
+from lavida_data.version import __version__
 
 
 def __getattr__(name: str):

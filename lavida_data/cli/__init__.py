@@ -8,9 +8,9 @@ import os
 import sys
 from typing import Sequence
 
-from lavida_data import __version__
 from lavida_data.cli import converters, imports, order, prepare, preview, stream, validate
 from lavida_data.cli.output import err
+from lavida_data.version import __version__
 
 COMMANDS = (validate, converters, preview, prepare, order, stream, imports)
 

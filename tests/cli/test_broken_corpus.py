@@ -1,6 +1,6 @@
 """A corpus of broken mixture files, each checked for its precise errors.
 
-Every file in ``tests/broken/`` states in its header what validation must report, written from
+Every file in ``tests/cli/broken/`` states in its header what validation must report, written from
 the file's content (not from the validator's output)::
 
     # mode: schema        (optional: validate against the tiny tables built below, not offline)

@@ -26,7 +26,7 @@ def test_decorator_registers_a_converter_with_columns_from_options():
     reg = Registry(_loaded=True)
     conv = make(reg)
     assert isinstance(conv, Converter) and reg.get("m") is conv and reg.get("mine") is conv
-    assert conv.source == "code (tests.test_registry)"
+    assert conv.source == "code (tests.convert.test_registry)"
     assert conv.required_columns(conv.parse_options({"key": "text"})) == ["path", "text"]
     assert conv.required_columns() == ["path", "caption"] and conv.optional_columns() == ["score"]
     assert conv.describe()["description"] == "My converter."

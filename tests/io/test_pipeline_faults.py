@@ -3,7 +3,7 @@ once with faults on every kind of request (503 SlowDown, resets, stalls past the
 truncated bodies, incomplete uploads). The two runs must give byte-identical output and identical
 counts: ``prepare`` (with and without ``--embed-images``, local and S3 output), ``stream`` with
 the images fetched in DataLoader worker processes, and ``import`` from S3 to S3. (The Ray engine's
-run is in ``tests/test_prepare_ray.py``.)"""
+run is in ``tests/prepare/test_ray.py``.)"""
 
 from __future__ import annotations
 
