@@ -144,7 +144,8 @@ def test_loss_falls_when_one_batch_repeats(prepared, tmp_path):
 
     cfg = load_stage(STAGE_DIR / "s3-unified.yaml",
                      ["model.preset=tiny", f"data.prepared={prepared / 's3-unified'}", f"save_folder={tmp_path}",
-                      "data.num_workers=0", "init_from=null", "train.prompt_drop=0", "train.edit_source_drop=0"])
+                      "data.num_workers=0", "init_from=null", "train.prompt_drop=0", "train.edit_source_drop=0",
+                      "train.image_size=256"])  # 256 px: the VQ encodes the targets in every one of the 25 steps
     recipe = Recipe(cfg)
     recipe.setup()
     model = recipe.composer_model
