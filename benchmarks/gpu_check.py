@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lavida_data.tokenizer import build_tiny_tokenizer
+from lavida_data.transforms.tokenizer import build_tiny_tokenizer
 from lavida_data.transforms.collate import collate
 from lavida_data.transforms.images import ImageConfig, ImageTransform, siglip_anyres
 from lavida_data.transforms.tokenize import Tokenize

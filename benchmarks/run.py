@@ -78,7 +78,7 @@ def bench_prepare(work: Path, rows: int) -> dict:
     from streaming import MDSWriter
 
     from lavida_data import validate_file
-    from lavida_data.prepare import prepare_dataset
+    from lavida_data.prepare.local import prepare_dataset
 
     table = work / "laion.parquet"
     pq.write_table(laion_table(rows), table, row_group_size=65536)
@@ -140,8 +140,8 @@ def bench_loader(work: Path, n: int, rounds: int = 3) -> dict:
     from PIL import Image
 
     from lavida_data import build_dataloader, build_dataset, validate_file
-    from lavida_data.prepare import prepare_dataset
-    from lavida_data.tokenizer import build_tiny_tokenizer
+    from lavida_data.prepare.local import prepare_dataset
+    from lavida_data.transforms.tokenizer import build_tiny_tokenizer
 
     paths = make_jpegs(work / "jpegs", n)
     t = laion_table(n, seed=3).set_column(0, "s3_path", pa.array(paths))
@@ -282,7 +282,7 @@ def child(mixture: Path, prepared: Path, state: dict | None = None) -> dict:
 
 def prepared_forty(work: Path, rows: int) -> tuple[Path, Path]:
     from lavida_data import validate_file
-    from lavida_data.prepare import prepare
+    from lavida_data.prepare.local import prepare
 
     mix = make_forty(work, rows)
     report = validate_file(mix)

@@ -195,7 +195,7 @@ def main() -> int:
         worker(args)
         return 0
     from lavida_data import validate_file
-    from lavida_data.prepare import prepare
+    from lavida_data.prepare.local import prepare
 
     import platform
 

@@ -7,19 +7,18 @@ Public API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .config import DatasetSpec, MaxEncImages, Mixture
-from .errors import ConfigError, Issue, LavidaDataError, SampleError, TooManyBadSamples
-from .io import StorageUnavailable
-from .plan import DatasetPlan
-from .reader import Stats, iter_rows, iter_samples, selected_rows
-from .registry import ConvertContext, Converter, NoOptions, Registry, converter, registry
-from .rng import sample_np_rng, sample_rng
-from .sample import convert_row, sample_id
-from .strategy import SamplingStrategy
-from .tables import iter_batches, read_schema
-from .validate import Report, load_mixture, validate_file, validate_text
+from lavida_data.convert.registry import ConvertContext, Converter, NoOptions, Registry, converter, registry
+from lavida_data.convert.sample import convert_row, sample_id
+from lavida_data.errors import ConfigError, Issue, LavidaDataError, SampleError, TooManyBadSamples
+from lavida_data.io import StorageUnavailable
+from lavida_data.io.tables import iter_batches, read_schema
+from lavida_data.prepare.rows import Stats, iter_rows, iter_samples, selected_rows
+from lavida_data.rng import sample_np_rng, sample_rng
+from lavida_data.spec.config import DatasetSpec, MaxEncImages, Mixture
+from lavida_data.spec.plan import DatasetPlan
+from lavida_data.spec.strategy import SamplingStrategy
+from lavida_data.spec.validate import Report, load_mixture, validate_file, validate_text
+from lavida_data.version import __version__
 
 
 def __getattr__(name: str):
@@ -28,7 +27,7 @@ def __getattr__(name: str):
         "build_dataset": "lavida_data.stream.loader", "build_dataloader": "lavida_data.stream.loader",
         "LoaderConfig": "lavida_data.stream.dataset", "MixtureDataset": "lavida_data.stream.dataset",
         "ProcessConfig": "lavida_data.stream.process", "global_order": "lavida_data.stream.order",
-        "run_import": "lavida_data.importers",  # (prepare: lavida_data.prepare.prepare, a module of that name)
+        "run_import": "lavida_data.importers",
     }
     if name in lazy:
         import importlib

@@ -9,11 +9,9 @@ import signal
 import time
 
 import torch
-
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
-
 
 log = logging.getLogger("lavida_train")
 LOSSES = ("loss", "text_loss", "image_loss", "mask_ratio")

@@ -245,3 +245,10 @@ def _strip(state: dict, prefix: str) -> dict:
 
 
 __all__ = ["CheckpointError", "CheckpointReport", "CheckpointSource", "load_checkpoint", "read_checkpoint"]
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint (a release folder with its index, a folder of shards, a
+    ``.safetensors`` / ``.pt`` / ``.bin`` file or a Composer checkpoint), in memory, by its stored
+    name (see :func:`lavida_train.checkpoint.read_checkpoint`)."""
+    return read_checkpoint(path).tensors()

@@ -42,8 +42,8 @@ class LavidaComposerModel(ComposerModel):
                       ) -> "LavidaComposerModel":
         """With the token ids upstream's objective uses, from the tokenizer at ``tokenizer_dir``:
         the text mask, end-of-text (LLaDA's pad) and the infill token ``<|reserved_token_1|>``."""
-        from lavida_data.tokenizer import reserved_token
         from lavida_data.transforms.tokenize import load_tokenizer
+        from lavida_data.transforms.tokenizer import reserved_token
 
         tok, ids = load_tokenizer(tokenizer_dir)
         infill = tok.convert_tokens_to_ids(reserved_token(1))

@@ -51,12 +51,22 @@ import re
 from typing import Annotated, Any, Iterable, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError,
-                      ValidationInfo, field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from lavida_data.errors import ConfigError, Issue, suggest
+from lavida_data.spec.yamlpos import Located, load_yaml, syntax_issue
 from lavida_data.stream.dataset import LoaderConfig
-from lavida_data.yamlpos import Located, load_yaml, syntax_issue
 
 from .model.config import ModelConfig, tiny_config
 from .overrides import Override, apply_overrides, children, label, parse_overrides

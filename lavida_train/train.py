@@ -151,8 +151,9 @@ class Recipe:
         """The tokenizer's length, after checking that it is the release's: LLaDA's special
         tokens, the LOC vocabulary (upstream's ``--add_loc_tokens``) as single tokens, and (full
         preset) as many tokens as the model's vocabulary. Raises :class:`ConfigError`."""
-        from lavida_data.tokenizer import TokenizerError, TokenIds
         from transformers import AutoTokenizer
+
+        from lavida_data.transforms.tokenizer import TokenIds, TokenizerError
 
         path, field = self.tokenizer_dir, "model.tokenizer"
         try:
@@ -332,7 +333,7 @@ def build_tiny_tokenizer_once(path: str) -> str:
     import socket
     import tempfile
 
-    from lavida_data.tokenizer import build_tiny_tokenizer
+    from lavida_data.transforms.tokenizer import build_tiny_tokenizer
 
     if os.path.exists(os.path.join(path, "tokenizer.json")):
         return path

@@ -5,14 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-BIN = Path(sys.executable).parent
+from tests.support import EXAMPLES, run_cli
 
 
 def pytest_addoption(parser):
@@ -76,14 +73,44 @@ def examples_copy(tmp_path) -> Path:
 
 @pytest.fixture
 def cli():
-    """Run the installed ``lavida-data`` command; returns the CompletedProcess."""
-    import subprocess
+    """Run the installed ``lavida-data`` command (:func:`tests.support.run_cli`)."""
+    return run_cli
 
-    def run(*args: str, cwd=None, env=None, check_rc: int | None = None):
-        proc = subprocess.run([str(BIN / "lavida-data"), *map(str, args)], capture_output=True, text=True,
-                              cwd=cwd, env=env, timeout=120)
-        if check_rc is not None:
-            assert proc.returncode == check_rc, proc.stderr + proc.stdout
-        return proc
 
-    return run
+DEMO = "demo.yaml"
+FACTORS = "batch_sizes: {t2i: 0.5, und: 0.25}\n"  # with per-device 4: t2i 2, und 1, others 4
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """The example demo mixture, validated and prepared once for the whole run: (report, prepared
+    folder, root); ``mixtures/factors.yaml`` beside it adds per-group batch factors."""
+    from lavida_data import validate_file
+    from lavida_data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("demo")
+    shutil.copytree(EXAMPLES / "mixtures", root / "mixtures")
+    shutil.copytree(EXAMPLES / "data", root / "data")
+    text = (root / "mixtures" / DEMO).read_text()
+    (root / "mixtures" / "factors.yaml").write_text(text.replace("datasets:", FACTORS + "datasets:", 1))
+    report = validate_file(root / "mixtures" / DEMO)
+    prepare(report.plans.values(), str(root / "prepared"))
+    return report, str(root / "prepared"), root
+
+
+@pytest.fixture(scope="session")
+def factors(demo):
+    """The demo mixture with batch factors (t2i 0.5, und 0.25), on the same prepared data."""
+    from lavida_data import validate_file
+
+    report = validate_file(demo[2] / "mixtures" / "factors.yaml")
+    assert report.valid, report.errors
+    return report, demo[1], demo[2]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory) -> str:
+    """The small offline LLaDA-style tokenizer (``build_tiny_tokenizer``), built once per run."""
+    from lavida_data.transforms.tokenizer import build_tiny_tokenizer
+
+    return build_tiny_tokenizer(str(tmp_path_factory.mktemp("tiny_tok")))

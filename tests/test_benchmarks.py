@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from .conftest import ROOT
+from tests.support import ROOT
 
 
 def test_benchmarks_small_mode_runs_and_reports_every_section(tmp_path):

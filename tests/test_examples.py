@@ -3,16 +3,16 @@
 import filecmp
 import json
 import os
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from lavida_data import DatasetSpec, registry, validate_file
-from lavida_data.preview import preview
+from lavida_data import DatasetSpec, validate_file
+from lavida_data import registry
+from lavida_data.cli.preview import preview
 
-from .conftest import EXAMPLES
+from tests.support import EXAMPLES
 
 MIXTURES = sorted((EXAMPLES / "mixtures").glob("*.yaml"))
 

@@ -3,24 +3,10 @@ the converters read. One module per family of layouts; each registers its KINDs 
 
 from __future__ import annotations
 
-import importlib
+from lavida_data.importers.base import IMPORTERS, ImportContext, Importer, Part, Row, importer
+from lavida_data.importers.catalog import load_all
+from lavida_data.importers.errors import ImportError_
+from lavida_data.importers.run import ImportResult, read_import_meta, run_import
 
-from .base import IMPORTERS, ImportContext, Importer, Part, Row, importer
-from .run import ImportResult, read_import_meta, run_import
-
-_MODULES = ("laion", "t2i", "edit", "understanding", "grounding", "refer")
-
-
-def load_all() -> dict[str, Importer]:
-    """Import every importer module (each registers its KINDs) and return the registry."""
-    for m in _MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{m}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{m}":
-                raise
-    return IMPORTERS
-
-
-__all__ = ["IMPORTERS", "ImportContext", "ImportResult", "Importer", "Part", "Row", "importer", "load_all",
+__all__ = ["IMPORTERS", "ImportError_", "ImportContext", "ImportResult", "Importer", "Part", "Row", "importer", "load_all",
            "read_import_meta", "run_import"]

@@ -19,13 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from .sink import ImageSink
+    from lavida_data.importers.sink import ImageSink
 
 Frame = Literal["padded-square", "per-axis"]
-
-
-class ImportError_(ValueError):
-    """A source does not have the layout its KIND expects (the message says what was expected)."""
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,10 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from .base import ImportContext, ImportError_, Part, Row, importer
-from .jsonstream import read_records
-from .layout import (
+from lavida_data.importers.base import ImportContext, Part, Row, importer
+from lavida_data.importers.errors import ImportError_
+from lavida_data.importers.jsonstream import read_records
+from lavida_data.importers.layout import (
     Joiner,
     complete,
     is_image,
@@ -53,8 +54,8 @@ from .layout import (
     suffixes,
     text_value,
 )
-from .sources import iter_members, location, norm, read_bytes
-from .t2i import T2I, T2I_ENTRY, T2I_SCHEMA, joined_row
+from lavida_data.importers.sources import iter_members, location, norm, read_bytes
+from lavida_data.importers.t2i import T2I, T2I_ENTRY, T2I_SCHEMA, joined_row
 
 EDIT_ENTRY = {"length_group": "edit"}
 

@@ -20,9 +20,8 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from ..io import is_s3
-from .base import ImportContext, ImportError_, Part, Row, importer
-from .boxes import (
+from lavida_data.importers.base import ImportContext, Part, Row, importer
+from lavida_data.importers.boxes import (
     Box,
     Malformed,
     grounded,
@@ -34,8 +33,19 @@ from .boxes import (
     union,
     xywh_to_xyxy,
 )
-from .jsonstream import iter_json_top
-from .sources import KeyIndex, folder_of, image_size, index_prefix, is_dir, join, location, walk
+from lavida_data.importers.errors import ImportError_
+from lavida_data.importers.jsonstream import iter_json_top
+from lavida_data.importers.sources import (
+    KeyIndex,
+    folder_of,
+    image_size,
+    index_prefix,
+    is_dir,
+    join,
+    location,
+    walk,
+)
+from lavida_data.io import is_s3
 
 GRANDF_SCHEMA = pa.schema([("s3_path", pa.string()), ("loc_caption", pa.string())])
 

@@ -19,8 +19,8 @@ import json
 import re
 from typing import IO, Any, Iterator
 
-from .base import ImportError_
-from .sources import OnError, open_binary
+from lavida_data.importers.errors import ImportError_
+from lavida_data.importers.sources import OnError, open_binary
 
 _NUMBER_TAIL = re.compile(r"[0-9.eE+-]*\Z")
 

@@ -32,10 +32,11 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .base import ImportContext, ImportError_, Part, Row, importer
-from .layout import is_image, sample_key, skip_n, text_value
-from .sources import location, open_binary, read_bytes, rel, walk
-from .t2i import T2I, T2I_ENTRY, T2I_SCHEMA
+from lavida_data.importers.base import ImportContext, Part, Row, importer
+from lavida_data.importers.errors import ImportError_
+from lavida_data.importers.layout import is_image, sample_key, skip_n, text_value
+from lavida_data.importers.sources import location, open_binary, read_bytes, rel, walk
+from lavida_data.importers.t2i import T2I, T2I_ENTRY, T2I_SCHEMA
 
 COYO_SCHEMA = pa.schema([("s3_path", pa.string()), ("caption", pa.string()), ("fltLaionAesthScore", pa.float64()),
                          ("intHeight", pa.int64()), ("intWidth", pa.int64())])

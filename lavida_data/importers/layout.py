@@ -18,8 +18,18 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from .base import ImportContext, ImportError_
-from .sources import image_size, iter_members, location, norm, read_bytes, rel, split_parts, walk
+from lavida_data.importers.base import ImportContext
+from lavida_data.importers.errors import ImportError_
+from lavida_data.importers.sources import (
+    image_size,
+    iter_members,
+    location,
+    norm,
+    read_bytes,
+    rel,
+    split_parts,
+    walk,
+)
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 _ARCHIVE = re.compile(r"\.(tar|tar\.gz|tgz|zip)(\.part\d+|\.\d+)?$", re.I)

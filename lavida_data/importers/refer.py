@@ -14,13 +14,14 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io import is_s3
-from . import safe_pickle
-from .base import ImportContext, ImportError_, Part, Row, importer
-from .boxes import Malformed, loc_tokens, to_grid, xywh_to_xyxy
-from .grounding import ImageFolder, record_size
-from .jsonstream import iter_json_top
-from .sources import exists, folder_of, image_size, is_dir, join, open_binary, walk
+from lavida_data.importers import safe_pickle
+from lavida_data.importers.base import ImportContext, Part, Row, importer
+from lavida_data.importers.boxes import Malformed, loc_tokens, to_grid, xywh_to_xyxy
+from lavida_data.importers.errors import ImportError_
+from lavida_data.importers.grounding import ImageFolder, record_size
+from lavida_data.importers.jsonstream import iter_json_top
+from lavida_data.importers.sources import exists, folder_of, image_size, is_dir, join, open_binary, walk
+from lavida_data.io import is_s3
 
 REFER_SCHEMA = pa.schema([("s3_path", pa.string()), ("label", pa.string()), ("loc_string", pa.string())])
 

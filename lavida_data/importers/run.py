@@ -23,11 +23,11 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import io as storage
-from ..tables import _open
-from .base import IMPORTERS, Frame, ImportContext, Importer
-from .sink import ImageSink
-from .sources import source_fingerprint
+from lavida_data import io as storage
+from lavida_data.importers.base import IMPORTERS, Frame, ImportContext, Importer
+from lavida_data.importers.sink import ImageSink
+from lavida_data.importers.sources import source_fingerprint
+from lavida_data.io.tables import open_source
 
 META_KEY = b"lavida.import"
 IMPORT_VERSION = 1
@@ -96,7 +96,7 @@ class _PartWriter:
 def _read_footer(uri: str) -> tuple[dict | None, list[tuple[str, pa.DataType]]]:
     """The import metadata of a table written by :func:`run_import` (or None) and its columns."""
     try:
-        with _open(uri, seekable=True) as f:
+        with open_source(uri, seekable=True) as f:
             pf = pq.ParquetFile(f)
             md = pf.metadata.metadata or {}
             columns = [(c.name, c.type) for c in pf.schema_arrow]
@@ -117,7 +117,7 @@ def read_import_meta(uri: str) -> dict | None:
 def read_index(out: str) -> dict | None:
     """The index ``<out>/_import.json`` of the last complete import into the folder ``out``, or None."""
     try:
-        with _open(f"{out.rstrip('/')}/{INDEX}") as f:
+        with open_source(f"{out.rstrip('/')}/{INDEX}") as f:
             index = json.loads(f.read())
     except (OSError, ValueError):
         return None
@@ -205,11 +205,11 @@ def run_import(kind: str, source: str, out: str, *, images_to: str | None = None
                batch_rows: int = 8192, workers: int = 16,
                on_progress: Callable[[int], None] | None = None) -> ImportResult:
     """Import ``source`` of layout ``kind`` into table(s) at ``out`` (see :func:`table_uri`)."""
-    from . import load_all
+    from lavida_data.importers.catalog import load_all
 
     load_all()
     if kind not in IMPORTERS:
-        from ..errors import suggest
+        from lavida_data.errors import suggest
 
         raise ValueError(f"unknown import kind {kind!r}{suggest(kind, sorted(IMPORTERS))}")
     imp = IMPORTERS[kind]
@@ -264,6 +264,6 @@ def run_import(kind: str, source: str, out: str, *, images_to: str | None = None
 
 
 def _warnings(ctx: ImportContext) -> list[str]:
-    from .laion import resized_warning
+    from lavida_data.importers.laion import resized_warning
 
     return [w for w in (resized_warning(ctx.notices),) if w]

@@ -18,7 +18,7 @@ import io
 import pickle
 from typing import Any, Literal
 
-from .sources import read_bytes
+from lavida_data.importers.sources import read_bytes
 
 _PLAIN_SCALARS = (str, bytes, int, float, bool, type(None))
 

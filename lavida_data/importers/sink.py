@@ -9,8 +9,8 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
-from .. import io as storage
-from .sources import list_objects
+from lavida_data import io as storage
+from lavida_data.importers.sources import list_objects
 
 
 class ImageSink:

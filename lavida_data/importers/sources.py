@@ -18,10 +18,10 @@ from typing import IO, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .. import io as storage
-from ..io import StorageUnavailable, is_s3
-from ..tables import _open
-from .base import ImportError_
+from lavida_data import io as storage
+from lavida_data.importers.errors import ImportError_
+from lavida_data.io import StorageUnavailable, is_s3
+from lavida_data.io.tables import open_source
 
 OnError = Callable[[str, str], None]  # (skip reason, where): ImportContext.skip
 Member = tuple[str, Callable[[], bytes]]  # (path in the archive, read its bytes)
@@ -72,7 +72,7 @@ read_bytes = storage.read_bytes
 
 def open_binary(uri: str, seekable: bool = False) -> contextlib.AbstractContextManager[IO[bytes]]:
     """A local file or an S3 object opened for reading (``seekable``: S3 read by byte ranges)."""
-    return _open(uri, seekable=seekable)
+    return open_source(uri, seekable=seekable)
 
 
 def list_objects(uri: str) -> Iterator[dict]:
@@ -189,7 +189,7 @@ class _Concat(io.RawIOBase):
             if self._cur is None:
                 if not self._uris:
                     return 0
-                self._cur = self._stack.enter_context(_open(self._uris.pop(0)))
+                self._cur = self._stack.enter_context(open_source(self._uris.pop(0)))
             n = self._cur.readinto(b)
             if n:
                 return n
@@ -247,7 +247,7 @@ def _tar_members(parts: list[str]) -> Iterator[Member]:
 
 
 def _zip_members(uri: str) -> Iterator[Member]:
-    with _open(uri, seekable=True) as f, zipfile.ZipFile(f) as z:
+    with open_source(uri, seekable=True) as f, zipfile.ZipFile(f) as z:
         for info in z.infolist():
             if not info.is_dir():
                 yield info.filename, (lambda info=info: z.read(info))
@@ -265,7 +265,7 @@ def image_size(image: bytes | str) -> tuple[int, int] | None:
         if isinstance(image, (bytes, bytearray)):
             with Image.open(io.BytesIO(image)) as im:
                 return im.size
-        with _open(image, seekable=True) as f, Image.open(f) as im:
+        with open_source(image, seekable=True) as f, Image.open(f) as im:
             return im.size
     except StorageUnavailable:  # a transient fault is not a bad image
         raise

@@ -45,9 +45,10 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from .base import ImportContext, ImportError_, Part, Row, importer
-from .jsonstream import read_records
-from .layout import (
+from lavida_data.importers.base import ImportContext, Part, Row, importer
+from lavida_data.importers.errors import ImportError_
+from lavida_data.importers.jsonstream import read_records
+from lavida_data.importers.layout import (
     Joiner,
     complete,
     is_image,
@@ -59,7 +60,7 @@ from .layout import (
     string_list,
     text_value,
 )
-from .sources import image_size, iter_members, location, norm, open_binary, read_bytes
+from lavida_data.importers.sources import image_size, iter_members, location, norm, open_binary, read_bytes
 
 T2I = "preproces_text_to_image_generation_s3"
 T2I_SCHEMA = pa.schema([("s3_path", pa.string()), ("caption", pa.string()),

@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io import is_s3
-from .base import ImportContext, ImportError_, Part, Row, importer
-from .boxes import Malformed
-from .jsonstream import iter_json_top, read_records
-from .sources import (
+from lavida_data.importers.base import ImportContext, Part, Row, importer
+from lavida_data.importers.boxes import Malformed
+from lavida_data.importers.errors import ImportError_
+from lavida_data.importers.jsonstream import iter_json_top, read_records
+from lavida_data.importers.sources import (
     KeyIndex,
     exists,
     folder_of,
@@ -36,6 +36,7 @@ from .sources import (
     split_parts,
     walk,
 )
+from lavida_data.io import is_s3
 
 MAMMOTH_SCHEMA = pa.schema([("image", pa.string()), ("conversations", pa.string())])
 TURN = pa.struct([("from", pa.string()), ("value", pa.string())])

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from typing import IO, Iterable, Iterator
 
-from . import local, s3
-from .errors import ObjectChanged, StorageError, StorageUnavailable
-from .policy import RetryPolicy, current_policy, retrying
-from .s3 import Info, endpoint_url, is_s3, split
+from lavida_data.io import local, s3
+from lavida_data.io.errors import ObjectChanged, StorageError, StorageUnavailable
+from lavida_data.io.policy import RetryPolicy, current_policy, retrying
+from lavida_data.io.s3 import Info, endpoint_url, is_s3, split
 
 __all__ = [
     "Info", "ObjectChanged", "RetryPolicy", "StorageError", "StorageUnavailable", "copy", "current_policy",
@@ -100,7 +100,7 @@ def open_read(path: str, seekable: bool = False) -> IO[bytes]:
     path = _check(path)
     if not is_s3(path):
         return local.open_read(path)
-    from .readers import open_ranged, open_stream
+    from lavida_data.io.readers import open_ranged, open_stream
 
     return open_ranged(path) if seekable else open_stream(path)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import http.client
 import socket
 
-from ..errors import LavidaDataError
+from lavida_data.errors import LavidaDataError
 
 MISSING = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
 DENIED = frozenset({"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",

@@ -8,7 +8,7 @@ import shutil
 import threading
 from typing import IO, Iterator
 
-from .s3 import Info
+from lavida_data.io.s3 import Info
 
 
 def _tmp(path: str) -> str:

@@ -27,7 +27,7 @@ from typing import Callable, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import StorageUnavailable, describe, is_transient, translate
+from lavida_data.io.errors import StorageUnavailable, describe, is_transient, translate
 
 T = TypeVar("T")
 log = logging.getLogger("lavida_data.io")

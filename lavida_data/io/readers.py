@@ -12,9 +12,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from . import s3
-from .errors import ShortRead
-from .policy import Attempts
+from lavida_data.io import s3
+from lavida_data.io.errors import ShortRead
+from lavida_data.io.policy import Attempts
 
 
 class StreamReader(io.RawIOBase):

@@ -14,8 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .errors import ShortRead
-from .policy import current_policy, retrying
+from lavida_data.io.errors import ShortRead
+from lavida_data.io.policy import current_policy, retrying
 
 _clients: dict = {}
 _lock = threading.Lock()

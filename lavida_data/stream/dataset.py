@@ -44,22 +44,23 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .. import io as storage
-from ..config import Mixture
-from ..errors import LavidaDataError, SampleError, TooManyBadSamples
-from ..plan import DatasetPlan
-from ..rng import sample_np_rng
-from ..transforms.collate import extra_pad
-from ..shards import join, read_manifest
-from .mixture import BatchPlan, StreamPlan, plan_streams
-from .process import SampleProcessor
-from .shm import clean_stale_shared_memory
+from lavida_data import io as storage
+from lavida_data.errors import LavidaDataError, SampleError, TooManyBadSamples
+from lavida_data.prepared.check import check_prepared
+from lavida_data.prepared.layout import join
+from lavida_data.rng import sample_np_rng
+from lavida_data.spec.config import Mixture
+from lavida_data.spec.plan import DatasetPlan
+from lavida_data.stream.mixture import BatchPlan, StreamPlan, plan_streams
+from lavida_data.stream.process import SampleProcessor
+from lavida_data.stream.shm import clean_stale_shared_memory
+from lavida_data.transforms.collate import extra_pad
 
 try:
     import torch.utils.data
     from streaming import Stream, StreamingDataset
 except ImportError as e:  # pragma: no cover
-    from ..errors import MissingDependencyError
+    from lavida_data.errors import MissingDependencyError
 
     raise MissingDependencyError("mosaicml-streaming is needed to stream: pip install lavida-data") from e
 
@@ -143,42 +144,6 @@ def stream_dirs(prepared: str, name: str, cache_dir: str | None) -> tuple[str | 
     return None, local
 
 
-def prepared_counts(mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared: str) -> dict[str, int]:
-    """Kept rows per dataset, from the manifests; refuses missing or out-of-date preparations."""
-    return {name: int(m["rows_kept"]) for name, m in prepared_manifests(mixture, plans, prepared).items()}
-
-
-def prepared_manifests(mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared: str) -> dict[str, dict]:
-    """Each dataset's manifest; refuses missing or out-of-date preparations."""
-    from ..prepare import fingerprint
-    from ..tables import read_schema
-
-    out = {}
-    for spec in mixture.datasets:
-        folder = join(prepared, spec.name)
-        manifest = read_manifest(folder)
-        if manifest is None:
-            raise LavidaDataError(f"dataset {spec.name!r} is not prepared in {prepared}: run `lavida-data prepare`")
-        plan = plans[spec.name]
-        digest, _ = fingerprint(plan, read_schema(plan.table), manifest["embed_images"], _shard_size(folder))
-        if digest != manifest["fingerprint"]:
-            raise LavidaDataError(
-                f"dataset {spec.name!r} changed since it was prepared (source, columns or filters): "
-                f"run `lavida-data prepare` again"
-            )
-        out[spec.name] = manifest
-    return out
-
-
-def _shard_size(folder: str) -> int:
-    import json
-
-    from ..shards import INDEX, read_text
-
-    index = json.loads(read_text(join(folder, INDEX)) or '{"shards": []}')
-    return int(index["shards"][0]["size_limit"]) if index["shards"] else 64 << 20
-
-
 class _Prefetch:
     """A worker's download-ahead thread: prepares the shards of its next ``ahead`` samples."""
 
@@ -216,7 +181,8 @@ class MixtureDataset(torch.utils.data.IterableDataset):
 
     def __init__(self, mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared: str, *, batch_size: int,
                  processor: SampleProcessor | None = None, seed: int | None = None,
-                 config: LoaderConfig | None = None, world_size: int | None = None, rank: int | None = None):
+                 config: LoaderConfig | None = None, world_size: int | None = None, rank: int | None = None,
+                 schemas: Mapping[str, list[str]] | None = None):
         cfg = config or LoaderConfig()
         clean_stale_shared_memory()
         self.mixture = mixture
@@ -225,10 +191,10 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         self.batch_size = batch_size
         self.world_size, self.rank = detect_world(world_size, rank)
         self.lavida_config = cfg
-        manifests = prepared_manifests(mixture, plans, prepared)
+        manifests = check_prepared(mixture, plans, prepared, schemas)
         self.stream_plans: list[StreamPlan] = plan_streams(mixture, {n: int(m["rows_kept"]) for n, m in manifests.items()})
         self.processor = processor if processor is not None else SampleProcessor(plans, self.seed)
-        from ..shards import RowCodec
+        from lavida_data.prepared.layout import RowCodec
 
         self.processor.codecs = {n: RowCodec.from_manifest(m) for n, m in manifests.items()}
         dirs = [stream_dirs(prepared, p.name, cfg.cache_dir) for p in self.stream_plans]
@@ -410,7 +376,7 @@ def collate_samples(items: list[Mapping[str, Any]], pad_id: int | None, extra: i
     """Tokenized samples are padded into tensors (``extra`` > 0 pad columns beyond the longest);
     untokenized ones are kept as a list."""
     if pad_id is not None:
-        from ..transforms.collate import collate
+        from lavida_data.transforms.collate import collate
 
         return collate(items, pad_id, extra_pad=extra)
     skipped = [skipped_record(i) for i in items if i.get("bad")]

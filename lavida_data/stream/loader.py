@@ -8,10 +8,10 @@ from typing import Any, Iterator, Mapping
 
 import torch.utils.data
 
-from ..errors import LavidaDataError
-from ..validate import Report, load_mixture
-from .dataset import LoaderConfig, MixtureDataset, collate_samples
-from .process import ProcessConfig, SampleProcessor
+from lavida_data.errors import LavidaDataError
+from lavida_data.spec.validate import Report, load_mixture
+from lavida_data.stream.dataset import LoaderConfig, MixtureDataset, collate_samples
+from lavida_data.stream.process import ProcessConfig, SampleProcessor
 
 __all__ = ["MixtureLoader", "build_dataloader", "build_dataset", "collate_samples", "die_with_parent"]
 
@@ -32,7 +32,7 @@ def build_dataset(config: str | os.PathLike | Report, prepared: str, *, batch_si
     seed = report.mixture.seed if seed is None else seed
     return MixtureDataset(report.mixture, report.plans, prepared, batch_size=batch_size, seed=seed,
                           processor=SampleProcessor(report.plans, seed, proc), config=cfg, world_size=world_size,
-                          rank=rank)
+                          rank=rank, schemas=report.schemas)
 
 
 def _as_is(batch: Any) -> Any:  # the dataset yields collated batches

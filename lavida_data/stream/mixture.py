@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import Mixture
-from ..errors import LavidaDataError
-from ..strategy import stable_hash
+from lavida_data.errors import LavidaDataError
+from lavida_data.spec.config import Mixture
+from lavida_data.spec.strategy import stable_hash
 
 _GROUP_TAG = 0x67726F7570  # separates the group draws from other uses of (seed, epoch)
 _PASS_TAG = 0x70617373

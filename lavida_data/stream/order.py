@@ -12,16 +12,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..config import Mixture
-from ..plan import DatasetPlan
-from ..shards import join, read_rows, shard_sizes
-from .mixture import BatchPlan, plan_streams
+from lavida_data.prepared.check import prepared_counts
+from lavida_data.prepared.layout import join, read_rows, shard_sizes
+from lavida_data.spec.config import Mixture
+from lavida_data.spec.plan import DatasetPlan
+from lavida_data.stream.mixture import BatchPlan, plan_streams
 
 
 def batch_plan(mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared: str, *, batch_size: int,
                world_size: int = 1, seed: int | None = None, config=None) -> BatchPlan:
     """The plan a loader of per-device ``batch_size`` on ``world_size`` ranks follows."""
-    from .dataset import LoaderConfig, prepared_counts
+    from lavida_data.stream.dataset import LoaderConfig
 
     cfg = config or LoaderConfig()
     if not isinstance(cfg, LoaderConfig):

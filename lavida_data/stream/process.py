@@ -14,13 +14,13 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import SampleError
-from ..images import read_image_bytes
-from ..plan import DatasetPlan
-from ..rng import sample_np_rng
-from ..sample import IMAGE_ROLES, convert_row, image_paths
-from ..shards import RowCodec, unpack_images
-from ..transforms.images import ImageConfig, ImageTransform
+from lavida_data.convert.sample import IMAGE_ROLES, convert_row, image_paths
+from lavida_data.errors import SampleError
+from lavida_data.io.images import read_image_bytes
+from lavida_data.prepared.layout import RowCodec, unpack_images
+from lavida_data.rng import sample_np_rng
+from lavida_data.spec.plan import DatasetPlan
+from lavida_data.transforms.images import ImageConfig, ImageTransform
 
 
 class ProcessConfig(BaseModel):
@@ -46,7 +46,7 @@ class SampleProcessor:
         self._images = ImageTransform(self.config.image)
         self._tokenize = None
         if self.config.tokenize is not None:
-            from ..transforms.tokenize import Tokenize, TokenizeConfig
+            from lavida_data.transforms.tokenize import Tokenize, TokenizeConfig
 
             cfg = self.config.tokenize
             self._tokenize = Tokenize(cfg if isinstance(cfg, TokenizeConfig) else TokenizeConfig.model_validate(cfg))

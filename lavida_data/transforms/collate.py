@@ -28,7 +28,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import torch
 
-from .tokenize import IGNORE_INDEX
+from lavida_data.transforms.tokenize import IGNORE_INDEX
 
 _SEQ = ("input_ids", "labels", "gen_mask", "gen_enc_mask")
 _COUNTS = ("n_images", "n_gen", "n_gen_enc")

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..errors import SampleError
+from lavida_data.errors import SampleError
 
 Size = tuple[int, int]  # (width, height)
 BLACK: tuple[int, int, int] = (0, 0, 0)

@@ -62,8 +62,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import SampleError
-from ..tokenizer import (
+from lavida_data.errors import SampleError
+from lavida_data.transforms.tokenizer import (
     BOS,
     GEN_TOKEN_INDEX,
     IMAGE_TOKEN_INDEX,

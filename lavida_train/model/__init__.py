@@ -18,7 +18,6 @@ _EXPORTS = {
     "REFERENCE_KEYS": "mapping",
     "load_reference_state_dict": "mapping",
     "reference_shapes": "mapping",
-    "read_state_dict": "mapping",
     "ModelConfig": "config",
     "tiny_config": "config",
 }

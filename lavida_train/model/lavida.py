@@ -63,7 +63,7 @@ from .vision import (
 )
 from .vq import FrozenVQ
 
-IMAGE_TOKEN_INDEX = -200  # lavida_data.tokenizer.IMAGE_TOKEN_INDEX
+IMAGE_TOKEN_INDEX = -200  # lavida_data.transforms.tokenizer.IMAGE_TOKEN_INDEX
 
 #: parameter groups of the reference's "Stages: what trains" table (see :meth:`LavidaO.param_groups`)
 GROUPS = ("vision_tower", "projector", "resampler", "language_model", "generation_branch")

@@ -170,15 +170,6 @@ def load_reference_state_dict(
     return LoadResult(plan.missing, plan.unexpected, plan.vq_loaded, plan.vq_skipped)
 
 
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint (a release folder with its index, a folder of shards, a
-    ``.safetensors`` / ``.pt`` / ``.bin`` file or a Composer checkpoint), in memory, by its stored
-    name (see :func:`lavida_train.checkpoint.read_checkpoint`)."""
-    from ..checkpoint import read_checkpoint
-
-    return read_checkpoint(path).tensors()
-
-
 def reference_shapes(cfg: ModelConfig, vocab_size: int | None = None) -> dict[str, tuple[int, ...]]:
     """Every parameter name of the reference checkpoint (VQ excluded) and its shape at ``cfg``.
 

@@ -9,7 +9,7 @@ For each sample below (upstream's payload for the kind, as its converter writes 
 ``micro_conds_texts`` its image loading makes) this runs upstream's ``preprocess_multimodal``
 (only when the sample has an "image" or "image_gen" key, as upstream's ``_get_item``) and
 ``preprocess_llada`` (``has_image`` = "image" key present) with the tiny tokenizer of
-``lavida_data.tokenizer.build_tiny_tokenizer``, for every combination of upstream's draws:
+``lavida_data.transforms.tokenizer.build_tiny_tokenizer``, for every combination of upstream's draws:
 
 * each micro-condition placeholder: ``np.random.rand()`` patched to 0.1 (drop, < 0.3) or 0.9 (keep);
 * the turn pair: ``preprocess.rng`` replaced by a generator whose ``choice`` returns the k-th
@@ -272,7 +272,7 @@ def main(checkout: str, out_dir: str) -> None:
     import llava.conversation as conversation_lib
     import llava.train.data.preprocess as pp
 
-    from lavida_data.tokenizer import build_tiny_tokenizer
+    from lavida_data.transforms.tokenizer import build_tiny_tokenizer
 
     conversation_lib.default_conversation = conversation_lib.conv_templates["llada"]
     tok_dir = build_tiny_tokenizer(tempfile.mkdtemp(prefix="tiny-tok-"))

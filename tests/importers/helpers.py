@@ -233,9 +233,9 @@ def import_json(cli, kind: str, source, out, *args: Any) -> dict:
 
 def read_table(uri) -> list[dict]:
     """The rows of a table (local or ``s3://``)."""
-    from lavida_data.tables import _open
+    from lavida_data.io.tables import open_source
 
-    with _open(str(uri), seekable=True) as f:
+    with open_source(str(uri), seekable=True) as f:
         return pq.read_table(f).to_pylist()
 
 
@@ -253,7 +253,7 @@ def table_meta(uri) -> dict:
 
 def human(caption: str) -> str:
     """The human turn the text-to-image converters make of ``caption``."""
-    from lavida_data.converters.common import T2I_HUMAN
+    from lavida_data.convert.builtin.common import T2I_HUMAN
 
     return T2I_HUMAN.format(caption=caption)
 

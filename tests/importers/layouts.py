@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lavida_data.converters.common import REFLECTION_HUMAN
+from lavida_data.convert.builtin.common import REFLECTION_HUMAN
 
 from .helpers import (image_bytes, png, write, save_image, write_tar, split, write_zip, rle_list, rle_compressed, rect_mask, Unicode, py2_pickle)
 

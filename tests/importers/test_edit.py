@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 from lavida_data.importers import run_import
-from lavida_data.importers.base import ImportError_
+from lavida_data.importers.errors import ImportError_
 
 from .helpers import columns, human, import_json, png, read_table, round_trip, upload, write, write_tar
 from .layouts import gpt_edit_release, sharegpt_release

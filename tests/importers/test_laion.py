@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lavida_data.importers import run_import
-from lavida_data.importers.base import ImportError_
+from lavida_data.importers.errors import ImportError_
 
 from .helpers import columns, human, import_json, read_table, round_trip, upload
 from .layouts import RELAION_DOWNLOADS, coyo_metadata, img2dataset_folder, relaion_metadata

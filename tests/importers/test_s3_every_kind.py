@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from lavida_data.images import open_image
+from lavida_data.io.images import open_image
 from lavida_data.importers import load_all
 from lavida_data.importers.run import writes_folder
-from lavida_data.sample import IMAGE_ROLES, image_paths
+from lavida_data.convert.sample import IMAGE_ROLES, image_paths
 
 from .helpers import image_bytes, import_json, lavida, read_table, upload
 from .layouts import (

@@ -10,9 +10,9 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from lavida_data.converters.common import REFLECTION_HUMAN
+from lavida_data.convert.builtin.common import REFLECTION_HUMAN
 from lavida_data.importers import run_import
-from lavida_data.importers.base import ImportError_
+from lavida_data.importers.errors import ImportError_
 
 from .helpers import columns, human, image_bytes, import_json, read_table, round_trip, table_meta, write
 from .layouts import blip3o_release, echo_release, reflect_dit_release

@@ -3,7 +3,7 @@ once with faults on every kind of request (503 SlowDown, resets, stalls past the
 truncated bodies, incomplete uploads). The two runs must give byte-identical output and identical
 counts: ``prepare`` (with and without ``--embed-images``, local and S3 output), ``stream`` with
 the images fetched in DataLoader worker processes, and ``import`` from S3 to S3. (The Ray engine's
-run is in ``tests/test_prepare_ray.py``.)"""
+run is in ``tests/prepare/test_ray.py``.)"""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 
 from lavida_data import io as storage
 from lavida_data import validate_file
-from lavida_data.prepare import prepare
+from lavida_data.prepare.local import prepare
 
-from ..conftest import EXAMPLES
+from tests.support import EXAMPLES
 
 MIX = """seed: 3
 datasets:
@@ -142,8 +142,8 @@ def test_stream_fetching_images_in_workers_gives_the_same_batches_with_faults(pr
 def test_import_from_and_to_s3_gives_the_same_objects_with_faults(proxy, s3_bucket, tmp_path, kind):
     """reflect-dit streams a tar, sharegpt-4o reads zips by ranges, relaion joins metadata parquet
     read by ranges to img2dataset sidecars: each from S3, its tables and images written to S3."""
-    from ..importers.helpers import import_json, upload
-    from ..importers.test_s3_every_kind import KINDS
+    from tests.importers.helpers import import_json, upload
+    from tests.importers.test_s3_every_kind import KINDS
     from lavida_data.importers import load_all
     from lavida_data.importers.run import writes_folder
 

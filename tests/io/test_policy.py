@@ -11,8 +11,14 @@ from botocore.exceptions import (ClientError, ConnectionClosedError, EndpointCon
                                  ReadTimeoutError, ResponseStreamingError)
 
 from lavida_data.io import policy as pol
-from lavida_data.io.errors import (ObjectChanged, ShortRead, StorageError, StorageUnavailable, is_transient,
-                                   translate)
+from lavida_data.io.errors import (
+    ObjectChanged,
+    ShortRead,
+    StorageError,
+    StorageUnavailable,
+    is_transient,
+    translate,
+)
 from lavida_data.io.policy import Attempts, RetryPolicy, current_policy, retrying
 
 URI = "s3://bucket/some/key.jpg"

@@ -16,9 +16,9 @@ import pytest
 
 from lavida_data import io as storage
 from lavida_data.io import ObjectChanged, StorageError, StorageUnavailable, policy
-from lavida_data.tables import count_rows, iter_batches, read_schema
+from lavida_data.io.tables import count_rows, iter_batches, read_schema
 
-from ..conftest import ROOT
+from tests.support import ROOT
 
 DATA = os.urandom(700_000)
 

@@ -10,11 +10,9 @@ import sys
 import textwrap
 import time
 
-import pytest
 
 from lavida_data.stream.shm import SHM_DIR, clean_stale_shared_memory
 
-from .test_loader import demo  # noqa: F401  (module fixture: the prepared demo mixture)
 
 SCRIPT = textwrap.dedent("""
     import json, os, signal, sys, time

@@ -9,40 +9,14 @@ import shutil
 import pytest
 
 from lavida_data import LavidaDataError, validate_file
-from lavida_data.prepare import prepare
+from lavida_data.prepare.local import prepare
 from lavida_data.stream.loader import build_dataloader, build_dataset
 from lavida_data.stream.order import global_batches, global_order
 
-from ..conftest import EXAMPLES
+from tests.support import EXAMPLES
 
 DEMO = "demo.yaml"
 FACTORS = "batch_sizes: {t2i: 0.5, und: 0.25}\n"  # with per-device 4: t2i 2, und 1, others 4
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    shutil.copytree(EXAMPLES / "mixtures", root / "mixtures")
-    shutil.copytree(EXAMPLES / "data", root / "data")
-    text = (root / "mixtures" / DEMO).read_text()
-    (root / "mixtures" / "factors.yaml").write_text(text.replace("datasets:", FACTORS + "datasets:", 1))
-    report = validate_file(root / "mixtures" / DEMO)
-    prepare(report.plans.values(), str(root / "prepared"))
-    return report, str(root / "prepared"), root
-
-
-@pytest.fixture(scope="module")
-def factors(demo):
-    report = validate_file(demo[2] / "mixtures" / "factors.yaml")
-    assert report.valid, report.errors
-    return report, demo[1], demo[2]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    from lavida_data.tokenizer import build_tiny_tokenizer
-
-    return build_tiny_tokenizer(str(tmp_path_factory.mktemp("tok")))
 
 
 def ids_of(loader, batches=None):

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lavida_data import LavidaDataError, validate_file
-from lavida_data.config import Mixture
-from lavida_data.prepare import prepare
+from lavida_data.spec.config import Mixture
+from lavida_data.prepare.local import prepare
 from lavida_data.stream.mixture import BatchPlan, plan_streams, step_uniforms
 from lavida_data.stream.order import global_batches
 

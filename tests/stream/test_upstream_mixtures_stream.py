@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lavida_data import validate_file
-from lavida_data.prepare import prepare
+from lavida_data.prepare.local import prepare
 from lavida_data.stream.loader import build_dataloader, build_dataset
 
 from .upstream_tables import tables_for
@@ -134,13 +134,6 @@ batch_sizes:
 
 B = 4
 FACTORS = {"t2i": 1, "laion_coyo": 1, "plan": 1, "und": 0.5, "grounding": 0.5, "edit": 1, "edit_reason": 0.25}
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    from lavida_data.tokenizer import build_tiny_tokenizer
-
-    return build_tiny_tokenizer(str(tmp_path_factory.mktemp("tok")))
 
 
 def stream_file(text: str, folder: Path, tokenizer: str, steps: int = 40) -> tuple[list[dict], object]:

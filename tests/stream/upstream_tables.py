@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from lavida_data.registry import registry
+from lavida_data.convert.registry import registry
 
 LOC = "<LOC_BEGIN><LOC_10><LOC_20><LOC_300><LOC_400><LOC_END>"
 LONG = "A red bus parked next to a tall building. It is raining. People walk by with umbrellas. " * 3

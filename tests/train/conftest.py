@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT
+from tests.support import ROOT
 
 STAGES = ["s1-gnd", "s2-256", "s2-1024", "s3-unified"]
 MIXTURE = {"s1-gnd": "s1-gnd", "s2-256": "s2-256", "s2-1024": "s2-256", "s3-unified": "s3-unified"}
@@ -24,7 +24,7 @@ BIN = Path(sys.executable).parent
 
 def prepare_mixture(path: Path, out: Path) -> None:
     from lavida_data import validate_file
-    from lavida_data.prepare import prepare
+    from lavida_data.prepare.local import prepare
 
     report = validate_file(path)
     assert report.valid, report.errors
@@ -198,3 +198,9 @@ def s3_seed(prepared) -> int:
         if {S3_KIND[g] for g in groups} == {"generation", "editing", "understanding", "plan"}:
             return seed
     raise AssertionError("no seed gives every kind of step")
+
+
+@pytest.fixture(scope="session")
+def tok_dir(tiny_tokenizer: str) -> str:
+    """The tiny tokenizer's folder (built once per run)."""
+    return tiny_tokenizer

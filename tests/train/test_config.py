@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lavida_data.errors import ConfigError
-from lavida_data.validate import validate_file
+from lavida_data.spec.validate import validate_file
 from lavida_train.config import STAGES, StageConfig, batch_plan, load_stage, validate_stage
 from lavida_train.model.config import tiny_config
 from lavida_train.overrides import parse_override

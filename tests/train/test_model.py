@@ -13,7 +13,6 @@ pytest.importorskip("diffusers")
 
 from PIL import Image  # noqa: E402
 
-from lavida_data.tokenizer import build_tiny_tokenizer  # noqa: E402
 from lavida_data.transforms.collate import collate  # noqa: E402
 from lavida_data.transforms.images import ImageConfig, gen_image, siglip_anyres  # noqa: E402
 from lavida_data.transforms.tokenize import Tokenize  # noqa: E402
@@ -27,11 +26,6 @@ ICFG = ImageConfig(gen_size=256, und_size=56, anyres_grid=[(56, 112), (112, 56),
 
 
 # ---------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    return build_tiny_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from lavida_data import validate_file
-from lavida_data.prepare import prepare
+from lavida_data.prepare.local import prepare
 
-from ..conftest import ROOT
+from tests.support import ROOT
 from .conftest import STAGE_DIR, STAGES, composer as launch_composer, metrics, stage_args
 
 
@@ -144,7 +144,8 @@ def test_loss_falls_when_one_batch_repeats(prepared, tmp_path):
 
     cfg = load_stage(STAGE_DIR / "s3-unified.yaml",
                      ["model.preset=tiny", f"data.prepared={prepared / 's3-unified'}", f"save_folder={tmp_path}",
-                      "data.num_workers=0", "init_from=null", "train.prompt_drop=0", "train.edit_source_drop=0"])
+                      "data.num_workers=0", "init_from=null", "train.prompt_drop=0", "train.edit_source_drop=0",
+                      "train.image_size=256"])  # 256 px: the VQ encodes the targets in every one of the 25 steps
     recipe = Recipe(cfg)
     recipe.setup()
     model = recipe.composer_model
@@ -219,7 +220,7 @@ def test_preflight_reports_every_missing_file_at_once(tmp_path):
 
 
 def test_a_tokenizer_without_the_release_tokens_is_refused_before_the_model_is_built(tmp_path, monkeypatch, capsys):
-    from lavida_data.tokenizer import build_tiny_tokenizer
+    from lavida_data.transforms.tokenizer import build_tiny_tokenizer
     from lavida_train.model.lavida import LavidaO
     from lavida_train.train import main
 

@@ -105,7 +105,7 @@ def test_length_mismatch_raises():
 
 def test_with_tokenize(tmp_path):
     pytest.importorskip("transformers")
-    from lavida_data.tokenizer import build_tiny_tokenizer
+    from lavida_data.transforms.tokenizer import build_tiny_tokenizer
     from lavida_data.transforms.tokenize import Tokenize
 
     t = Tokenize(tokenizer=build_tiny_tokenizer(tmp_path / "tok"), gen_tokens=16)

@@ -22,7 +22,6 @@ pytest.importorskip("tokenizers")
 pytest.importorskip("transformers")
 
 from lavida_data import SampleError  # noqa: E402
-from lavida_data.tokenizer import build_tiny_tokenizer  # noqa: E402
 from lavida_data.transforms.tokenize import Tokenize  # noqa: E402
 
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "golden" / "render").glob("*.json"))
@@ -38,8 +37,8 @@ def test_fixtures_present():
 
 
 @pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    path = build_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tok"))
+def tok_dir(tiny_tokenizer):
+    path = tiny_tokenizer
     digest = hashlib.sha256((Path(path) / "tokenizer.json").read_bytes()).hexdigest()
     stale = sorted(name for name, doc in DOCS.items() if doc["tokenizer_sha256"] != digest)
     assert not stale, (

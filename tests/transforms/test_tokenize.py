@@ -1,7 +1,7 @@
 """Tokenisation: the tiny LLaDA-style tokenizer, upstream's chat rendering and labels, image markers,
 micro-conditions, LOC tokens, turn selection, lengths.
 
-Everything runs on the tiny offline tokenizer of :func:`lavida_data.tokenizer.build_tiny_tokenizer`,
+Everything runs on the tiny offline tokenizer of :func:`lavida_data.transforms.tokenizer.build_tiny_tokenizer`,
 built once per module. Exact equality with upstream's outputs: test_render_golden.py.
 """
 
@@ -18,7 +18,7 @@ pytest.importorskip("tokenizers")
 transformers = pytest.importorskip("transformers")
 
 from lavida_data import SampleError  # noqa: E402
-from lavida_data.tokenizer import (  # noqa: E402
+from lavida_data.transforms.tokenizer import (
     LLADA_CHAT_TEMPLATE,
     LLADA_SPECIALS,
     N_RESERVED,
@@ -28,7 +28,7 @@ from lavida_data.tokenizer import (  # noqa: E402
     loc_tokens,
     reserved_token,
 )
-from lavida_data.transforms.tokenize import (  # noqa: E402
+from lavida_data.transforms.tokenize import (
     DEFAULT_SYSTEM_PROMPT,
     GEN_CLOSE,
     GEN_OPEN,
@@ -39,11 +39,6 @@ from lavida_data.transforms.tokenize import (  # noqa: E402
 LOC = "<box_p> the dog </box_p><LOC_BEGIN><LOC_12><LOC_40><LOC_300><LOC_512><LOC_END>"
 HEADER = "<|start_header_id|>{}<|end_header_id|>\n\n"
 MICRO = "[[micro_conds_texts]]"
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    return build_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tok"))
 
 
 @pytest.fixture(scope="module")

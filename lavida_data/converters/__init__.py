@@ -1,6 +1,0 @@
-"""The built-in converters: the 15 upstream ``preprocess_fn`` names, with cleaner aliases."""
-
-from . import edit, t2i, understanding  # noqa: F401  (importing registers them)
-from .common import truncate_caption
-
-__all__ = ["edit", "t2i", "understanding", "truncate_caption"]
