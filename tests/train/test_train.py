@@ -79,7 +79,7 @@ def check_frozen_parameters(folder: Path) -> None:
     assert frozen > 0 and moved > 0
 
 
-@pytest.mark.slow  # test_distributed's kill -9 test and the batch-factor test below resume in the default run
+@pytest.mark.slow  # test_distributed's kill -9 test resumes in the default run
 def test_kill_and_resume_equals_an_uninterrupted_run(prepared, tmp_path):
     common = ("max_duration=6ba", "save_interval=3ba")
     whole = tmp_path / "whole"
@@ -110,23 +110,31 @@ def with_factors(tmp_path_factory):
     return root
 
 
-def test_length_group_batch_sizes_accumulate_and_resume_exactly(with_factors, tmp_path):
+COMMON_FACTORS = ("max_duration=6ba", "save_interval=3ba", "global_train_batch_size=4")
+
+
+def test_length_group_batch_sizes_accumulate(with_factors, tmp_path):
     """One length group per step, with its own batch size: a global batch of 4 on one device is
     2 forward passes of 2 (upstream's per-device batch) per step, grounding's factor 0.5 making
-    it 2 passes of 1; a run killed mid-epoch resumes from Composer's sample count to the same
-    steps and losses."""
-    common = ("max_duration=6ba", "save_interval=3ba", "global_train_batch_size=4",
-              f"data.mixture={with_factors / 's1f.yaml'}")
-    whole = tmp_path / "whole"
-    launch("s1-gnd", with_factors, whole, *common)
+    it 2 passes of 1."""
+    launch("s1-gnd", with_factors, tmp_path / "whole", *COMMON_FACTORS, f"data.mixture={with_factors / 's1f.yaml'}")
     group_of = {"mammoth": "default", "grand-f": "grounding", "refcoco": "grounding"}
-    lines = metrics(whole)
+    lines = metrics(tmp_path / "whole")
     assert {m["group"] for m in lines} == {"default", "grounding"}
     for m in lines:
         ids = m["sample_ids"] + [s["id"] for s in m["skipped"]]
         assert {group_of[i.split(":")[0]] for i in ids} == {m["group"]}
         assert len(ids) == {"default": 4, "grounding": 2}[m["group"]]
         assert m["passes"] == 2  # 2 + 2, or 1 + 1 (grounding)
+
+
+@pytest.mark.slow  # resuming exactly runs by default in test_distributed's kill -9 test
+def test_length_group_batch_sizes_resume_exactly(with_factors, tmp_path):
+    """A run with per-group batch sizes killed mid-epoch resumes from Composer's sample count to
+    the same steps and losses."""
+    common = (*COMMON_FACTORS, f"data.mixture={with_factors / 's1f.yaml'}")
+    whole = tmp_path / "whole"
+    launch("s1-gnd", with_factors, whole, *common)
     resumed = tmp_path / "resumed"
     killed = launch("s1-gnd", with_factors, resumed, *common, env={"LAVIDA_DIE_AT_BATCH": "5"}, check=False)
     assert killed.returncode != 0
