@@ -150,7 +150,7 @@ def passes_are_shares(global_ids: list[str], bad: set[str], skipped: list[dict] 
     """Whether one process's 2 passes of a step (``split_step``) hold the kept samples of the 2
     ranks' shares (the halves of the global batch): always when the skipped records carry
     positions; without, kept samples fill the passes first (``pass_slices``)."""
-    from lavida_train.train import pass_slices
+    from lavida_train.passes import pass_slices
 
     skipped = skipped if skipped is not None else [{"id": i} for i in global_ids if i in bad]
     if not skipped or all("position" in s for s in skipped):

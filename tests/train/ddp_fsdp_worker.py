@@ -52,9 +52,11 @@ def main() -> None:
     args = p.parse_args()
 
     from composer.utils import dist
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (CheckpointImpl,
-                                                                             apply_activation_checkpointing,
-                                                                             checkpoint_wrapper)
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        CheckpointImpl,
+        apply_activation_checkpointing,
+        checkpoint_wrapper,
+    )
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
     from torch.distributed.fsdp import ShardingStrategy
     from torch.distributed.fsdp.wrap import CustomPolicy
@@ -62,7 +64,8 @@ def main() -> None:
 
     from lavida_train.config import load_stage
     from lavida_train.model.lavida import LavidaO
-    from lavida_train.train import Recipe, num_samples
+    from lavida_train.passes import num_samples
+    from lavida_train.train import Recipe
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     cfg = load_stage(os.path.join(root, "examples", "stages", f"{args.stage}.yaml"),

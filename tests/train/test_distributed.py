@@ -32,8 +32,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import (BIN, MIXTURE, S3_KIND, STAGE_DIR, STAGES, composer, composer_env, metrics,
-                       passes_are_shares, plan_batches, stage_args)
+from .conftest import (
+    BIN,
+    MIXTURE,
+    S3_KIND,
+    STAGE_DIR,
+    STAGES,
+    composer,
+    composer_env,
+    metrics,
+    passes_are_shares,
+    plan_batches,
+    stage_args,
+)
 
 GLOBAL = 4  # 2 per rank x 2 ranks (the default on 2 ranks), or 2 passes of 2 on one
 

@@ -10,9 +10,10 @@ import torch
 
 from lavida_data import validate_file
 from lavida_data.prepare.local import prepare
-
 from tests.support import ROOT
-from .conftest import STAGE_DIR, STAGES, composer as launch_composer, metrics, stage_args
+
+from .conftest import STAGE_DIR, STAGES, metrics, stage_args
+from .conftest import composer as launch_composer
 
 
 def composer(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -59,9 +60,9 @@ def test_each_stage_trains_through_composers_launcher(stage, runs, s1_with_bad_s
 
 def check_frozen_parameters(folder: Path) -> None:
     """What s2-256 freezes is bit-identical to the seeded initial model; what it trains moved."""
+    from lavida_train.model.config import tiny_config
     from lavida_train.model.lavida import LavidaO
     from lavida_train.model.presets import tokenizer_vocab_size
-    from lavida_train.model.config import tiny_config
 
     state = torch.load(folder / "latest-rank0.pt", map_location="cpu", weights_only=False)["state"]["model"]
     vocab = tokenizer_vocab_size(str(folder / "tiny-tokenizer"))
@@ -280,7 +281,7 @@ def step_batch(kept: int, skipped: int) -> dict:
     (0, 2, 2, [1, 1]),
 ])
 def test_split_step_forms_the_forward_passes(kept, skipped, parts, sizes):
-    from lavida_train.train import num_samples, split_step
+    from lavida_train.passes import num_samples, split_step
 
     batch = step_batch(kept, skipped)
     passes = split_step(batch, 2, parts=parts)
@@ -299,7 +300,7 @@ def test_split_step_forms_the_forward_passes(kept, skipped, parts, sizes):
 
 def test_a_pass_is_padded_to_its_own_longest_sample_plus_the_steps_extra_padding():
     """As each rank collates its own share: a pass of one process is the rank's batch."""
-    from lavida_train.train import split_step
+    from lavida_train.passes import split_step
 
     lengths = [3, 7, 2, 4]
     extra = 5
@@ -325,7 +326,7 @@ def test_a_pass_is_padded_to_its_own_longest_sample_plus_the_steps_extra_padding
 ])
 def test_skipped_samples_stay_in_the_pass_of_their_position(bad_at, kept_per_pass, bad_per_pass):
     """With positions on the skipped records a pass is exactly a rank's share of the step."""
-    from lavida_train.train import split_step
+    from lavida_train.passes import split_step
 
     kept = [i for i in range(4) if i not in bad_at]
     batch = step_batch(len(kept), 0)
