@@ -3,6 +3,8 @@
 Public API::
 
     from lavida_data import converter, load_mixture, validate_file, registry
+    from lavida_data.prepare import prepare          # plans -> prepared datasets
+    from lavida_data import build_dataset, build_dataloader
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def __getattr__(name: str):
         "LoaderConfig": "lavida_data.stream.dataset", "MixtureDataset": "lavida_data.stream.dataset",
         "ProcessConfig": "lavida_data.stream.process", "global_order": "lavida_data.stream.order",
         "run_import": "lavida_data.importers",
+        "build_tiny_tokenizer": "lavida_data.transforms.tokenizer",
     }
     if name in lazy:
         import importlib
@@ -38,7 +41,7 @@ def __getattr__(name: str):
 __all__ = [
     "ConfigError", "ConvertContext", "Converter", "DatasetPlan", "DatasetSpec", "Issue", "LavidaDataError",
     "MaxEncImages", "Mixture", "NoOptions", "Registry", "Report", "SampleError", "SamplingStrategy", "Stats",
-    "__version__", "build_dataloader", "build_dataset", "global_order", "LoaderConfig", "MixtureDataset",
+    "__version__", "build_dataloader", "build_tiny_tokenizer", "build_dataset", "global_order", "LoaderConfig", "MixtureDataset",
     "ProcessConfig", "convert_row", "converter", "iter_batches", "iter_rows", "iter_samples", "load_mixture",
     "read_schema", "run_import", "registry", "sample_id", "sample_np_rng", "sample_rng", "selected_rows", "validate_file",
     "validate_text", "StorageUnavailable", "TooManyBadSamples",

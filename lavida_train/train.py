@@ -30,9 +30,10 @@ GROUPS = ("vision_tower", "projector", "resampler", "language_model", "generatio
 
 
 def gen_tokens(image_size: int, downsample: int) -> int:
-    """Sequence slots of one generated image: the VQ grid, merged 2x2 past 32x32 (1024 px)."""
-    side = image_size // downsample
-    return (side // 2) ** 2 if side > 32 else side * side
+    """Sequence slots of one generated image (:func:`lavida_data.transforms.tokenize.gen_token_count`)."""
+    from lavida_data.transforms.tokenize import gen_token_count
+
+    return gen_token_count(image_size, downsample)
 
 
 def _local(path: str | None) -> bool:

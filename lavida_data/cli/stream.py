@@ -43,7 +43,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     tokenizer = args.tokenizer or (tiny_tokenizer_dir() if args.tiny_tokenizer else None)
     process: dict[str, Any] = {"image": {"gen_size": args.gen_size}}
     if tokenizer:
-        process["tokenize"] = {"tokenizer": tokenizer, "gen_tokens": (args.gen_size // 16) ** 2,
+        from lavida_data.transforms.tokenize import gen_token_count
+
+        slots = gen_token_count(args.gen_size)  # as the trainer: 1024 at 1024 px (2x2 merge)
+        process["tokenize"] = {"tokenizer": tokenizer, "gen_tokens": slots, "gen_enc_tokens": slots,
                                "max_length": args.max_length, "truncate": "right"}
     loader_cfg = {} if args.max_bad_fraction is None else {"max_bad_fraction": args.max_bad_fraction}
     dataset = build_dataset(report, args.prepared, batch_size=args.batch_size, process=process, loader=loader_cfg)

@@ -73,6 +73,15 @@ class Converter:
     def __call__(self, row: Mapping[str, Any], ctx: ConvertContext) -> dict:
         return self.fn(row, ctx)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """A converter of the global registry pickles by name (DataLoader workers started with
+        ``spawn``, the default on macOS and Windows): the decorated function's module attribute
+        is this Converter, so the function cannot be pickled by reference. Unpickling imports the
+        function's module (which registers it) and looks the name up."""
+        if registry._by_name.get(self.name) is self:
+            return registered_converter, (self.name, getattr(self.fn, "__module__", None))
+        return super().__reduce_ex__(protocol)
+
     def parse_options(self, kwargs: Mapping[str, Any] | None) -> BaseModel:
         """Validate ``process_fn_kwargs``; raises :class:`pydantic.ValidationError`."""
         return self.options.model_validate(dict(kwargs or {}))
@@ -218,6 +227,13 @@ class Registry:
 
 
 registry = Registry()
+
+
+def registered_converter(name: str, module: str | None = None) -> Converter:
+    """The global registry's converter ``name``, after importing ``module`` (where it is defined)."""
+    if module and module != "__main__":
+        importlib.import_module(module)
+    return registry.get(name)
 
 
 def converter(

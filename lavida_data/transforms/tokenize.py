@@ -412,3 +412,10 @@ class Tokenize:
         if (x[limit:] == IMAGE_TOKEN_INDEX).any() or gen[limit:].any() or enc[limit:].any():
             raise SampleError("too_long", f"{n} tokens > max_length {limit}, and cutting would drop image slots")
         return x[:limit], y[:limit], gen[:limit], enc[:limit]
+
+
+def gen_token_count(image_size: int, downsample: int = 16) -> int:
+    """Sequence slots of one generated image at ``image_size`` px: the VQ grid (``downsample`` px
+    a code), merged 2x2 past 32x32 as upstream does at 1024 px (256 px: 256, 1024 px: 1024)."""
+    side = image_size // downsample
+    return (side // 2) ** 2 if side > 32 else side * side

@@ -69,3 +69,19 @@ def test_every_public_name_resolves():
     missing = [name for name in lavida_data.__all__ if getattr(lavida_data, name, None) is None]
     assert missing == []
     assert callable(lavida_data.run_import) and callable(lavida_data.build_dataset)
+
+
+def _name_in_child(conv) -> str:
+    return f"{conv.name}:{conv.source}"
+
+
+def test_converters_pickle_by_name_into_a_spawned_process():
+    """DataLoader workers started with ``spawn`` (macOS, Windows) receive the plans' converters
+    pickled: by name, resolved again in the new process."""
+    import multiprocessing
+    import pickle
+
+    conv = registry.get("preprocess_grandf")
+    assert pickle.loads(pickle.dumps(conv)) is conv
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_name_in_child, (conv,)) == f"{conv.name}:builtin"

@@ -522,3 +522,11 @@ def test_pickle_lazy(tok_dir):
     assert Tokenize({"tokenizer": tok_dir}).config == t.config
     with pytest.raises(TypeError):
         Tokenize(TokenizeConfig(tokenizer=tok_dir), max_length=3)
+
+
+def test_generation_slots_merge_2x2_past_32x32_codes_as_the_trainer():
+    from lavida_data.transforms.tokenize import gen_token_count
+    from lavida_train.train import gen_tokens
+
+    assert [gen_token_count(s) for s in (256, 512, 1024)] == [256, 1024, 1024]
+    assert all(gen_tokens(s, 16) == gen_token_count(s) for s in (256, 512, 1024))
