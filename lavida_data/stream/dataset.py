@@ -53,7 +53,7 @@ from lavida_data.spec.config import Mixture
 from lavida_data.spec.plan import DatasetPlan
 from lavida_data.stream.mixture import BatchPlan, StreamPlan, plan_streams
 from lavida_data.stream.process import SampleProcessor
-from lavida_data.stream.shm import clean_stale_shared_memory
+from lavida_data.stream.shm import clean_stale_filelocks, clean_stale_shared_memory
 from lavida_data.transforms.collate import extra_pad
 
 try:
@@ -185,6 +185,7 @@ class MixtureDataset(torch.utils.data.IterableDataset):
                  schemas: Mapping[str, list[str]] | None = None):
         cfg = config or LoaderConfig()
         clean_stale_shared_memory()
+        clean_stale_filelocks()
         self.mixture = mixture
         self.seed = mixture.seed if seed is None else seed
         self.prepared = prepared
