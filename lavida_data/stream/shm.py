@@ -23,11 +23,13 @@ _LOCK = re.compile(r"^(\d{6})_(?:barrier|cache)_filelock$")
 SHM_DIR = "/dev/shm"
 
 
+def _pids() -> list[str]:
+    return [pid for pid in os.listdir("/proc") if pid.isdigit()]
+
+
 def _mapped() -> set[str]:
     names: set[str] = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in _pids():
         try:
             with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
                 for line in f:
@@ -66,9 +68,7 @@ def clean_stale_shared_memory() -> list[str]:
 
 def _open_files() -> set[str]:
     paths: set[str] = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in _pids():
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
