@@ -10,7 +10,6 @@ seed apply at load time: changing them needs no new preparation.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -25,15 +24,16 @@ from lavida_data.prepare.images import MISSING_IMAGE_ERRORS, fetch_image, images
 from lavida_data.prepare.rows import Stats, kept_batches
 from lavida_data.prepared.commit import commit_local, commit_s3, committed_names, remove_stale
 from lavida_data.prepared.layout import (
-    INDEX,
-    ROWS,
     RowCodec,
+    build_manifest,
     column_kinds,
     fingerprint,
     join,
     pack_images,
     read_manifest,
+    shard_count,
     write_manifest,
+    write_rows,
 )
 from lavida_data.prepared.mds import ArrowMDSWriter
 from lavida_data.spec.plan import DatasetPlan
@@ -108,7 +108,7 @@ def _write(plan: DatasetPlan, work: str, columns: list[str], *, embed: bool, sha
             position += batch.num_rows
             if on_rows is not None:
                 on_rows(batch.num_rows)
-    np.save(os.path.join(work, ROWS), np.concatenate(rows) if rows else np.zeros(0, np.int64), allow_pickle=False)
+    write_rows(work, np.concatenate(rows) if rows else np.zeros(0, np.int64))
     return stats, embedded, missing, kinds
 
 
@@ -138,8 +138,7 @@ def prepare_dataset(plan: DatasetPlan, out: str, *, embed: bool = False, shard_s
     finally:
         if pool is not None:
             pool.shutdown()
-    with open(os.path.join(work, INDEX), encoding="utf-8") as f:
-        n_shards = len(json.load(f)["shards"])
+    n_shards = shard_count(work)
     manifest = build_manifest(plan, digest, what, kinds, stats, n_shards, embedded, missing)
     write_manifest(work, manifest)
     if local:
@@ -168,26 +167,6 @@ def up_to_date(plan: DatasetPlan, out: str, digest: str) -> Prepared | None:
     return Prepared(plan.name, dest, digest, old["rows_read"], old["rows_kept"], old["dropped"],
                     old["shards"], up_to_date=True, images_embedded=old.get("images_embedded", 0),
                     images_missing=old.get("images_missing", {}))
-
-
-def build_manifest(plan: DatasetPlan, digest: str, what: dict, kinds: dict[str, str], stats: Stats, n_shards: int,
-                   embedded: int, missing: dict[str, int]) -> dict:
-    """The ``manifest.json`` of a prepared dataset (the same whichever engine wrote the shards)."""
-    return {
-        "dataset": plan.name,
-        "fingerprint": digest,
-        "source": {"path": plan.table, "size": what["size"], "version": what["version"]},
-        "columns": what["columns"],
-        "row_columns": [[name, kind] for name, kind in kinds.items()],  # in column order
-        "filters": what["filters"],
-        "embed_images": what["embed"],
-        "rows_read": stats.rows_read,
-        "rows_kept": stats.rows_kept,
-        "dropped": {k: v for k, v in sorted(stats.dropped.items()) if v},
-        "shards": n_shards,
-        "images_embedded": embedded,
-        "images_missing": missing,
-    }
 
 
 def _plan_args(plan: DatasetPlan) -> tuple:

@@ -48,10 +48,21 @@ from lavida_data.prepare.blocks import (
     text_blocks,
     write_shards,
 )
-from lavida_data.prepare.local import DEFAULT_SHARD_SIZE, Prepared, build_manifest, row_kinds, up_to_date
+from lavida_data.prepare.local import DEFAULT_SHARD_SIZE, Prepared, row_kinds, up_to_date
 from lavida_data.prepare.rows import NUMERIC_COLUMNS, Stats
 from lavida_data.prepared.commit import KILL_AFTER, commit_local, commit_s3
-from lavida_data.prepared.layout import INDEX, MANIFEST, ROWS, fingerprint, join, read_manifest, write_manifest
+from lavida_data.prepared.layout import (
+    INDEX,
+    MANIFEST,
+    ROWS,
+    build_manifest,
+    fingerprint,
+    join,
+    read_manifest,
+    write_index,
+    write_manifest,
+    write_rows,
+)
 from lavida_data.prepared.mds import shard_bounds, shard_name
 from lavida_data.spec.plan import DatasetPlan
 
@@ -363,9 +374,8 @@ def _maybe_die(phase: str) -> None:
 
 
 def _write_final(folder: str, entries: list[dict], rows: np.ndarray, manifest: dict) -> None:
-    with open(os.path.join(folder, INDEX), "w") as f:  # as ArrowMDSWriter.finish writes it
-        json.dump({"version": 2, "shards": entries}, f, sort_keys=True)
-    np.save(os.path.join(folder, ROWS), rows.astype(np.int64, copy=False), allow_pickle=False)
+    write_index(folder, entries)
+    write_rows(folder, rows)
     write_manifest(folder, manifest)
 
 

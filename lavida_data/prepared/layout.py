@@ -21,6 +21,7 @@ import json
 import os
 import struct
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 
@@ -208,3 +209,41 @@ def write_manifest(folder: str, manifest: dict) -> None:
     """``manifest.json`` into a local work folder (committed with the shards)."""
     with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
+
+
+def build_manifest(plan: DatasetPlan, digest: str, what: dict, kinds: dict[str, str], stats: Any, n_shards: int,
+                   embedded: int, missing: dict[str, int]) -> dict:
+    """The ``manifest.json`` of a prepared dataset (the same whichever engine wrote the shards);
+    ``stats`` has ``rows_read``, ``rows_kept`` and ``dropped`` (``prepare.rows.Stats``)."""
+    return {
+        "dataset": plan.name,
+        "fingerprint": digest,
+        "source": {"path": plan.table, "size": what["size"], "version": what["version"]},
+        "columns": what["columns"],
+        "row_columns": [[name, kind] for name, kind in kinds.items()],  # in column order
+        "filters": what["filters"],
+        "embed_images": what["embed"],
+        "rows_read": stats.rows_read,
+        "rows_kept": stats.rows_kept,
+        "dropped": {k: v for k, v in sorted(stats.dropped.items()) if v},
+        "shards": n_shards,
+        "images_embedded": embedded,
+        "images_missing": missing,
+    }
+
+
+def write_rows(folder: str, rows: np.ndarray) -> None:
+    """``rows.npy``: the source row index of each kept row, in shard order (no pickle)."""
+    np.save(os.path.join(folder, ROWS), rows.astype(np.int64, copy=False), allow_pickle=False)
+
+
+def write_index(folder: str, entries: list[dict]) -> None:
+    """streaming's ``index.json`` over ``entries`` (one per shard), as ``ArrowMDSWriter.finish`` writes it."""
+    with open(os.path.join(folder, INDEX), "w") as f:
+        json.dump({"version": 2, "shards": entries}, f, sort_keys=True)
+
+
+def shard_count(folder: str) -> int:
+    """Shards listed in a local folder's ``index.json``."""
+    with open(os.path.join(folder, INDEX), encoding="utf-8") as f:
+        return len(json.load(f)["shards"])
