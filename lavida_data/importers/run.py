@@ -27,7 +27,6 @@ from lavida_data import io as storage
 from lavida_data.importers.base import IMPORTERS, Frame, ImportContext, Importer
 from lavida_data.importers.sink import ImageSink
 from lavida_data.importers.sources import source_fingerprint
-from lavida_data.io.tables import open_source
 
 META_KEY = b"lavida.import"
 IMPORT_VERSION = 1
@@ -96,7 +95,7 @@ class _PartWriter:
 def _read_footer(uri: str) -> tuple[dict | None, list[tuple[str, pa.DataType]]]:
     """The import metadata of a table written by :func:`run_import` (or None) and its columns."""
     try:
-        with open_source(uri, seekable=True) as f:
+        with storage.open_read(uri, seekable=True) as f:
             pf = pq.ParquetFile(f)
             md = pf.metadata.metadata or {}
             columns = [(c.name, c.type) for c in pf.schema_arrow]
@@ -117,7 +116,7 @@ def read_import_meta(uri: str) -> dict | None:
 def read_index(out: str) -> dict | None:
     """The index ``<out>/_import.json`` of the last complete import into the folder ``out``, or None."""
     try:
-        with open_source(f"{out.rstrip('/')}/{INDEX}") as f:
+        with storage.open_read(f"{out.rstrip('/')}/{INDEX}") as f:
             index = json.loads(f.read())
     except (OSError, ValueError):
         return None

@@ -21,7 +21,6 @@ import numpy as np
 from lavida_data import io as storage
 from lavida_data.importers.errors import ImportError_
 from lavida_data.io import StorageUnavailable, is_s3
-from lavida_data.io.tables import open_source
 
 OnError = Callable[[str, str], None]  # (skip reason, where): ImportContext.skip
 Member = tuple[str, Callable[[], bytes]]  # (path in the archive, read its bytes)
@@ -70,9 +69,7 @@ is_dir = storage.is_dir  # a local folder, or an S3 prefix holding at least one 
 read_bytes = storage.read_bytes
 
 
-def open_binary(uri: str, seekable: bool = False) -> contextlib.AbstractContextManager[IO[bytes]]:
-    """A local file or an S3 object opened for reading (``seekable``: S3 read by byte ranges)."""
-    return open_source(uri, seekable=seekable)
+open_binary = storage.open_read  # a reader and context manager; ``seekable``: S3 read by byte ranges
 
 
 def list_objects(uri: str) -> Iterator[dict]:
@@ -189,7 +186,7 @@ class _Concat(io.RawIOBase):
             if self._cur is None:
                 if not self._uris:
                     return 0
-                self._cur = self._stack.enter_context(open_source(self._uris.pop(0)))
+                self._cur = self._stack.enter_context(storage.open_read(self._uris.pop(0)))
             n = self._cur.readinto(b)
             if n:
                 return n
@@ -247,7 +244,7 @@ def _tar_members(parts: list[str]) -> Iterator[Member]:
 
 
 def _zip_members(uri: str) -> Iterator[Member]:
-    with open_source(uri, seekable=True) as f, zipfile.ZipFile(f) as z:
+    with storage.open_read(uri, seekable=True) as f, zipfile.ZipFile(f) as z:
         for info in z.infolist():
             if not info.is_dir():
                 yield info.filename, (lambda info=info: z.read(info))
@@ -265,7 +262,7 @@ def image_size(image: bytes | str) -> tuple[int, int] | None:
         if isinstance(image, (bytes, bytearray)):
             with Image.open(io.BytesIO(image)) as im:
                 return im.size
-        with open_source(image, seekable=True) as f, Image.open(f) as im:
+        with storage.open_read(image, seekable=True) as f, Image.open(f) as im:
             return im.size
     except StorageUnavailable:  # a transient fault is not a bad image
         raise

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from contextlib import contextmanager
 from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
@@ -60,21 +59,11 @@ def source_info(path: str) -> dict[str, Any]:
     return {"size": info.size, "etag": info.etag, "mtime": info.mtime}
 
 
-@contextmanager
-def open_source(path: str, seekable: bool = False) -> Iterator[IO[bytes]]:
-    """A table or source file opened for reading through the storage layer (closed after)."""
-    f = storage.open_read(path, seekable=seekable)
-    try:
-        yield f
-    finally:
-        f.close()
-
-
 def read_schema(path: str) -> list[str]:
     """Column names, from the parquet footer or the first rows; nothing else is read."""
     fmt = table_format(path)
     if fmt == "parquet":
-        with open_source(path, seekable=True) as f:
+        with storage.open_read(path, seekable=True) as f:
             return list(pq.ParquetFile(f).schema_arrow.names)
     if fmt == "csv":
         return csv_header(path)
@@ -90,7 +79,7 @@ def count_rows(path: str) -> int | None:
     """Row count from parquet metadata; ``None`` for formats that would need a full read."""
     if table_format(path) != "parquet":
         return None
-    with open_source(path, seekable=True) as f:
+    with storage.open_read(path, seekable=True) as f:
         return pq.ParquetFile(f).metadata.num_rows
 
 
@@ -121,12 +110,12 @@ def _raw_batches(path, fmt, columns, batch_size, numeric) -> Iterator[pa.RecordB
         if not storage.is_s3(path):  # Arrow's own file reader: no Python in the read path
             yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=cols)
             return
-        with open_source(path, seekable=True) as f:
+        with storage.open_read(path, seekable=True) as f:
             yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=cols)
         return
     if fmt == "csv":
         header = csv_header(path) if cols is None else cols
-        with open_source(path) as f:
+        with storage.open_read(path) as f:
             yield from csv_batches(f, header, cols, numeric)
         return
     rows: list[dict] = []
@@ -220,7 +209,7 @@ def csv_header(path: str, chunk: int = 1 << 16) -> list[str]:
     """The column names of a csv file, parsed from its first lines in memory (Arrow's streaming
     reader would start a read-ahead thread on the open file just to learn them)."""
     head = b""
-    with open_source(path) as f:
+    with storage.open_read(path) as f:
         while True:
             more = f.read(chunk)
             head += more
@@ -266,7 +255,7 @@ def jsonl_records(text: IO[str], path: str, first_line: int = 1) -> Iterator[dic
 
 
 def _iter_records(path: str, fmt: str) -> Iterator[dict]:
-    with open_source(path) as raw:
+    with storage.open_read(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8")
         if fmt == "jsonl":
             yield from jsonl_records(text, path)

@@ -34,7 +34,6 @@ from lavida_data.io.tables import (
     csv_batches,
     iter_batches,
     jsonl_records,
-    open_source,
     records_to_batch,
 )
 from lavida_data.prepare.rows import Stats
@@ -85,7 +84,7 @@ def parquet_blocks(path: str, block_rows: int) -> list[dict]:
     """Whole row groups of about ``block_rows`` rows; a larger row group is cut into slices."""
     import pyarrow.parquet as pq
 
-    with open_source(path, seekable=True) as f:
+    with storage.open_read(path, seekable=True) as f:
         md = pq.ParquetFile(f).metadata
         counts = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
     blocks, start, pos = [], 0, 0
@@ -116,7 +115,7 @@ def text_blocks(path: str, fmt: str, block_rows: int) -> list[dict]:
     records = lines = offset = 0
     carry = False  # the unfinished line so far holds a record's character
     first = {"start": 0, "byte_start": 0, "line": 1}
-    with open_source(path) as f:
+    with storage.open_read(path) as f:
         while True:
             chunk = f.read(_SCAN_CHUNK)
             if not chunk:
@@ -177,7 +176,7 @@ def read_block(job: Job, block: dict, columns: list[str]) -> Iterator[pa.RecordB
 def _parquet_block(path, start, end, columns, batch_rows) -> Iterator[pa.RecordBatch]:
     import pyarrow.parquet as pq
 
-    with open_source(path, seekable=True) if storage.is_s3(path) else nullcontext(path) as f:  # locally Arrow's own reader
+    with storage.open_read(path, seekable=True) if storage.is_s3(path) else nullcontext(path) as f:  # locally Arrow's own reader
         pf = pq.ParquetFile(f)
         counts = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
         offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])

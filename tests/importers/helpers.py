@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
-
 # ---------------------------------------------------------------------------------- files
 
 
@@ -233,9 +232,9 @@ def import_json(cli, kind: str, source, out, *args: Any) -> dict:
 
 def read_table(uri) -> list[dict]:
     """The rows of a table (local or ``s3://``)."""
-    from lavida_data.io.tables import open_source
+    from lavida_data import io as storage
 
-    with open_source(str(uri), seekable=True) as f:
+    with storage.open_read(str(uri), seekable=True) as f:
         return pq.read_table(f).to_pylist()
 
 
