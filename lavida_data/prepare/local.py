@@ -31,7 +31,7 @@ from lavida_data.prepared.layout import (
     join,
     pack_images,
     read_manifest,
-    shard_count,
+    shard_sizes,
     write_manifest,
     write_rows,
 )
@@ -138,7 +138,7 @@ def prepare_dataset(plan: DatasetPlan, out: str, *, embed: bool = False, shard_s
     finally:
         if pool is not None:
             pool.shutdown()
-    n_shards = shard_count(work)
+    n_shards = len(shard_sizes(work))
     manifest = build_manifest(plan, digest, what, kinds, stats, n_shards, embedded, missing)
     write_manifest(work, manifest)
     if local:

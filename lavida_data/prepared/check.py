@@ -4,12 +4,11 @@ validation report already read."""
 
 from __future__ import annotations
 
-import json
 from typing import Mapping
 
 from lavida_data.errors import LavidaDataError
 from lavida_data.io.tables import read_schema
-from lavida_data.prepared.layout import INDEX, fingerprint, join, read_manifest, read_text
+from lavida_data.prepared.layout import fingerprint, join, read_index, read_manifest
 from lavida_data.spec.config import Mixture
 from lavida_data.spec.plan import DatasetPlan
 
@@ -46,5 +45,5 @@ def check_prepared(mixture: Mixture, plans: Mapping[str, DatasetPlan], prepared:
 
 def shard_size_limit(folder: str) -> int:
     """The shard size limit a dataset was prepared with (from its MDS index)."""
-    index = json.loads(read_text(join(folder, INDEX)) or '{"shards": []}')
-    return int(index["shards"][0]["size_limit"]) if index["shards"] else 64 << 20
+    shards = (read_index(folder) or {"shards": []})["shards"]
+    return int(shards[0]["size_limit"]) if shards else 64 << 20

@@ -174,12 +174,18 @@ def read_rows(folder: str) -> np.ndarray:
     return np.load(io.BytesIO(storage.read_bytes(join(folder, ROWS))), allow_pickle=False)
 
 
+def read_index(folder: str) -> dict | None:
+    """streaming's MDS index of a prepared dataset (local or S3), or ``None`` when it is missing."""
+    text = read_text(join(folder, INDEX))
+    return json.loads(text) if text else None
+
+
 def shard_sizes(folder: str) -> list[int]:
     """Samples per shard, from the MDS index."""
-    text = read_text(join(folder, INDEX))
-    if text is None:
+    index = read_index(folder)
+    if index is None:
         raise FileNotFoundError(f"{folder}: no {INDEX}; run `lavida-data prepare` first")
-    return [int(s["samples"]) for s in json.loads(text)["shards"]]
+    return [int(s["samples"]) for s in index["shards"]]
 
 
 FORMAT_VERSION = 3  # 3: json/jsonl values stored exactly as they were (mixed columns no longer quoted twice)
@@ -241,9 +247,3 @@ def write_index(folder: str, entries: list[dict]) -> None:
     """streaming's ``index.json`` over ``entries`` (one per shard), as ``ArrowMDSWriter.finish`` writes it."""
     with open(os.path.join(folder, INDEX), "w") as f:
         json.dump({"version": 2, "shards": entries}, f, sort_keys=True)
-
-
-def shard_count(folder: str) -> int:
-    """Shards listed in a local folder's ``index.json``."""
-    with open(os.path.join(folder, INDEX), encoding="utf-8") as f:
-        return len(json.load(f)["shards"])
