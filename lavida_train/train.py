@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from lavida_data.errors import ConfigError, Issue
+from lavida_data.transforms.tokenize import gen_token_count
 from lavida_train.passes import num_samples, split_step
 
 log = logging.getLogger("lavida_train")
@@ -27,13 +28,6 @@ log = logging.getLogger("lavida_train")
 PREVIOUS_STAGE = {"s2-256": "s1-gnd", "s2-1024": "s2-256", "s3-unified": "s2-1024"}
 
 GROUPS = ("vision_tower", "projector", "resampler", "language_model", "generation_branch")
-
-
-def gen_tokens(image_size: int, downsample: int) -> int:
-    """Sequence slots of one generated image (:func:`lavida_data.transforms.tokenize.gen_token_count`)."""
-    from lavida_data.transforms.tokenize import gen_token_count
-
-    return gen_token_count(image_size, downsample)
 
 
 def _local(path: str | None) -> bool:
@@ -236,7 +230,7 @@ class Recipe:
         cfg, m = self.cfg, self.model_cfg
         und = m.siglip.image_size
         grid = self._anyres_grid()
-        slots = gen_tokens(cfg.train.image_size, m.vq.downsample)
+        slots = gen_token_count(cfg.train.image_size, m.vq.downsample)
         process = {
             "image": {"gen_size": cfg.train.image_size, "und_size": und, "anyres_grid": grid,
                       "anyres_pad_base": cfg.data.anyres_pad_base},

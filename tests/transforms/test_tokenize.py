@@ -525,8 +525,8 @@ def test_pickle_lazy(tok_dir):
 
 
 def test_generation_slots_merge_2x2_past_32x32_codes_as_the_trainer():
+    import lavida_train.train
     from lavida_data.transforms.tokenize import gen_token_count
-    from lavida_train.train import gen_tokens
 
     assert [gen_token_count(s) for s in (256, 512, 1024)] == [256, 1024, 1024]
-    assert all(gen_tokens(s, 16) == gen_token_count(s) for s in (256, 512, 1024))
+    assert lavida_train.train.gen_token_count is gen_token_count  # the trainer counts the same slots
