@@ -41,6 +41,7 @@ figure to ``--json``. A peer whose package is missing is reported as "not instal
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import datetime
@@ -288,7 +289,7 @@ def folder_bytes(path: Path) -> int:
 ABILITIES = ("per-sample ids", "filters at preparation", "seeded weighted mixture", "one length group per batch")
 
 
-class Peer:
+class Peer(abc.ABC):
     """One loader. ``module``: what must import for it to run; ``abilities``: one text per
     :data:`ABILITIES`; ``notes``: what the harness had to do for it."""
 
@@ -306,17 +307,19 @@ class Peer:
             return f"not installed ({type(e).__name__}: {e})"[:200]
         return None
 
+    @abc.abstractmethod
     def prepare(self, s: Setup, out: Path) -> dict:
-        raise NotImplementedError
+        """Prepare the table into ``out`` in this peer's format."""
 
+    @abc.abstractmethod
     def loader(self, s: Setup, work: Work | None, workers: int) -> Iterable[dict]:
-        raise NotImplementedError
+        """One epoch of collated batches with ``workers`` DataLoader workers."""
 
+    @abc.abstractmethod
     def resume(self, s: Setup, work: Work, workers: int, stop: int, after: int | None = None) -> dict:
         """``stop`` batches from a fresh loader, its state, then ``after`` batches (None: the rest
         of the epoch) from a new loader restored from it: {"before": [ids per batch], "after":
         [...], "how": ...}."""
-        raise NotImplementedError
 
 
 def batch_ids(batch: Mapping[str, Any]) -> list[str]:
