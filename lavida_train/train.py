@@ -20,6 +20,7 @@ import torch
 
 from lavida_data.errors import ConfigError, Issue
 from lavida_data.transforms.tokenize import gen_token_count
+from lavida_data.transforms.tokenizer import build_tiny_tokenizer_once
 from lavida_train.passes import num_samples, split_step
 
 log = logging.getLogger("lavida_train")
@@ -319,33 +320,6 @@ class Recipe:
     def cleanup(self) -> None:
         if self.trainer is not None:
             self.trainer.close()
-
-
-def build_tiny_tokenizer_once(path: str) -> str:
-    """The tiny preset's tokenizer at ``path``, built unless it is there: into a folder of its
-    own beside it, then renamed into place (a rename onto a folder another node completed
-    first fails, and that one is kept)."""
-    import shutil
-    import socket
-    import tempfile
-
-    from lavida_data.transforms.tokenizer import build_tiny_tokenizer
-
-    if os.path.exists(os.path.join(path, "tokenizer.json")):
-        return path
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tiny-tokenizer-{socket.gethostname()}-", dir=parent)
-    try:
-        build_tiny_tokenizer(tmp)
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not os.path.exists(os.path.join(path, "tokenizer.json")):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
 
 
 def die_with_launcher() -> None:

@@ -25,13 +25,10 @@ def tiny_tokenizer_dir() -> str:
     """The small test tokenizer, built once into the cache folder."""
     import tempfile
 
-    from lavida_data.transforms.tokenizer import build_tiny_tokenizer
+    from lavida_data.transforms.tokenizer import build_tiny_tokenizer_once
 
-    path = os.path.join(os.environ.get("LAVIDA_CACHE") or os.path.join(tempfile.gettempdir(), "lavida-cache"),
-                        "tiny-tokenizer")
-    if not os.path.exists(os.path.join(path, "tokenizer.json")):
-        build_tiny_tokenizer(path)
-    return path
+    return build_tiny_tokenizer_once(os.path.join(
+        os.environ.get("LAVIDA_CACHE") or os.path.join(tempfile.gettempdir(), "lavida-cache"), "tiny-tokenizer"))
 
 
 def cmd_stream(args: argparse.Namespace) -> int:

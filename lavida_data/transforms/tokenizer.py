@@ -253,3 +253,28 @@ def build_tiny_tokenizer(
     os.makedirs(out_dir, exist_ok=True)
     fast.save_pretrained(out_dir)  # BPE training and serialisation are deterministic
     return out_dir
+
+
+def build_tiny_tokenizer_once(path: str) -> str:
+    """The tiny tokenizer at ``path``, built unless it is there: into a folder of its own beside
+    it, then renamed into place (a rename onto a folder another process or node completed first
+    fails, and that one is kept), so nobody reads a half-written tokenizer."""
+    import shutil
+    import socket
+    import tempfile
+
+    if os.path.exists(os.path.join(path, "tokenizer.json")):
+        return path
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tiny-tokenizer-{socket.gethostname()}-", dir=parent)
+    try:
+        build_tiny_tokenizer(tmp)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not os.path.exists(os.path.join(path, "tokenizer.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -210,7 +210,7 @@ def test_the_tiny_tokenizer_is_built_beside_its_folder_and_renamed_into_place(tm
     from tokenizers import Tokenizer  # noqa: F401  imported once here: transformers' lazy imports race in threads
     from transformers import PreTrainedTokenizerFast  # noqa: F401
 
-    from lavida_train.train import build_tiny_tokenizer_once
+    from lavida_data.transforms.tokenizer import build_tiny_tokenizer_once
 
     path = tmp_path / "run" / "tiny-tokenizer"
     errors = []
