@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -118,14 +118,21 @@ def _raw_batches(path, fmt, columns, batch_size, numeric) -> Iterator[pa.RecordB
         with storage.open_read(path) as f:
             yield from csv_batches(f, header, cols, numeric)
         return
+    yield from record_batches(_iter_records(path, fmt), batch_size, cols, numeric)
+
+
+def record_batches(records: Iterable[dict], batch_size: int, columns: Sequence[str] | None,
+                   numeric: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+    """``records`` as record batches of ``batch_size`` rows (the last one shorter), each typed
+    on its own by :func:`records_to_batch`."""
     rows: list[dict] = []
-    for rec in _iter_records(path, fmt):
+    for rec in records:
         rows.append(rec)
         if len(rows) >= batch_size:
-            yield records_to_batch(rows, cols, numeric)
+            yield records_to_batch(rows, columns, numeric)
             rows = []
     if rows:
-        yield records_to_batch(rows, cols, numeric)
+        yield records_to_batch(rows, columns, numeric)
 
 
 def records_to_batch(rows: list[dict], columns: Sequence[str] | None, numeric: Sequence[str] = ()) -> pa.RecordBatch:

@@ -34,7 +34,7 @@ from lavida_data.io.tables import (
     csv_batches,
     iter_batches,
     jsonl_records,
-    records_to_batch,
+    record_batches,
 )
 from lavida_data.prepare.rows import Stats
 from lavida_data.prepared.layout import RowCodec, join, pack_images
@@ -206,14 +206,7 @@ def _jsonl_block(path, block, columns, numeric, batch_rows) -> Iterator[pa.Recor
     # so each batch (whose values Arrow types together) holds the rows the local reader puts in it
     text = io.TextIOWrapper(io.BytesIO(storage.read_range(path, block["byte_start"], block["byte_end"])),
                             encoding="utf-8")
-    rows: list[dict] = []
-    for rec in jsonl_records(text, path, block["line"]):
-        rows.append(rec)
-        if len(rows) >= batch_rows:
-            yield records_to_batch(rows, columns, numeric)
-            rows = []
-    if rows:
-        yield records_to_batch(rows, columns, numeric)
+    yield from record_batches(jsonl_records(text, path, block["line"]), batch_rows, columns, numeric)
 
 
 # -------------------------------------------------------------------------------------------- tasks
