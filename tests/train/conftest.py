@@ -204,3 +204,32 @@ def s3_seed(prepared) -> int:
 def tok_dir(tiny_tokenizer: str) -> str:
     """The tiny tokenizer's folder (built once per run)."""
     return tiny_tokenizer
+
+
+# -- the two-process runs and their one-process references (test_distributed, test_train)
+
+GLOBAL = 4  # 2 per rank x 2 ranks (the default on 2 ranks), or 2 passes of 2 on one
+
+
+def overrides(stage: str, s1_with_bad_samples, s3_seed) -> tuple[str, ...]:
+    """Each stage's run: s1-gnd with bad samples (all of a step's, all of one rank's); s3-unified
+    with a generation, editing, understanding and plan-only step; both s2 stages as they are."""
+    if stage == "s1-gnd":
+        return s1_with_bad_samples.overrides("save_interval=4ba")
+    if stage == "s3-unified":
+        return (f"seed={s3_seed}", "max_duration=4ba", "save_interval=2ba")
+    steps = {"s2-256": 3, "s2-1024": 2}[stage]
+    return (f"max_duration={steps}ba", f"save_interval={steps}ba")
+
+
+def steps_of(extra) -> int:
+    """The steps of a run: its ``max_duration=Nba``."""
+    return int(next(o for o in extra if o.startswith("max_duration=")).split("=")[1][:-2])
+
+
+def batch_factors(stage: str, extra) -> dict[str, float]:
+    """The batch factors of a run's mixture (``data.mixture=`` in ``extra``, else the stage's)."""
+    from lavida_data import validate_file
+
+    mixture = next((o.split("=", 1)[1] for o in extra if o.startswith("data.mixture=")), None)
+    return validate_file(mixture or STAGE_DIR / "mixtures" / f"{MIXTURE[stage]}.yaml").mixture.batch_sizes

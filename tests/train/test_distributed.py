@@ -37,28 +37,18 @@ from .conftest import (
     MIXTURE,
     S3_KIND,
     STAGE_DIR,
+    GLOBAL,
     STAGES,
+    batch_factors,
     composer,
     composer_env,
     metrics,
+    overrides,
     passes_are_shares,
     plan_batches,
     stage_args,
+    steps_of,
 )
-
-GLOBAL = 4  # 2 per rank x 2 ranks (the default on 2 ranks), or 2 passes of 2 on one
-
-
-def overrides(stage: str, s1_with_bad_samples, s3_seed) -> tuple[str, ...]:
-    """Each stage's run: s1-gnd with bad samples (all of a step's, all of one rank's); s3-unified
-    with a generation, editing, understanding and plan-only step; both s2 stages as they are."""
-    if stage == "s1-gnd":
-        return s1_with_bad_samples.overrides("save_interval=4ba")
-    if stage == "s3-unified":
-        return (f"seed={s3_seed}", "max_duration=4ba", "save_interval=2ba")
-    steps = {"s2-256": 3, "s2-1024": 2}[stage]
-    return (f"max_duration={steps}ba", f"save_interval={steps}ba")
-
 
 def comparable(line: dict, global_ids: list[str]) -> bool:
     """Whether one process's passes of this step hold the ranks' kept samples (see the module doc)."""
@@ -76,10 +66,10 @@ def test_two_processes_train_each_stage_as_one_process_does(stage, runs, prepare
     two = runs.get(stage, 2, *extra)
     one = runs.get(stage, 1, *extra, f"global_train_batch_size={GLOBAL}")
     a, b = one.metrics, two.metrics
-    steps = int(next(o for o in extra if o.startswith("max_duration=")).split("=")[1][:-2])
+    steps = steps_of(extra)
     # rank 0 wrote one line per step, each with the whole global batch
     assert [m["batch"] for m in b] == list(range(1, steps + 1))
-    factors = _factors(stage, extra)
+    factors = batch_factors(stage, extra)
     for m in b:
         assert len(m["sample_ids"]) + len(m["skipped"]) == 2 * max(int(2 * factors.get(m["group"], 1)), 1)
         assert m["passes"] == 2  # one per rank, upstream's per-device batch: no accumulation
@@ -107,13 +97,6 @@ def test_two_processes_train_each_stage_as_one_process_does(stage, runs, prepare
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-6, msg=k)
     _stage_specifics(stage, b)
-
-
-def _factors(stage: str, extra) -> dict[str, float]:
-    from lavida_data import validate_file
-
-    mixture = next((o.split("=", 1)[1] for o in extra if o.startswith("data.mixture=")), None)
-    return validate_file(mixture or STAGE_DIR / "mixtures" / f"{MIXTURE[stage]}.yaml").mixture.batch_sizes
 
 
 def _mixture(stage: str, extra, prepared: Path) -> tuple[Path, Path]:

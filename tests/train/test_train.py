@@ -12,7 +12,7 @@ from lavida_data import validate_file
 from lavida_data.prepare.local import prepare
 from tests.support import ROOT
 
-from .conftest import STAGE_DIR, STAGES, metrics, stage_args
+from .conftest import GLOBAL, STAGE_DIR, STAGES, batch_factors, metrics, overrides, stage_args, steps_of
 from .conftest import composer as launch_composer
 
 
@@ -34,14 +34,12 @@ def launch(stage: str, prepared: Path, folder: Path, *extra: str, env: dict | No
 def test_each_stage_trains_through_composers_launcher(stage, runs, s1_with_bad_samples, s3_seed):
     """One process, a global batch of 4: each step is 2 forward passes of upstream's per-device 2
     (times the group's factor). These runs are also test_distributed's one-process references."""
-    from .test_distributed import GLOBAL, _factors, overrides
-
     extra = overrides(stage, s1_with_bad_samples, s3_seed)
     run = runs.get(stage, 1, *extra, f"global_train_batch_size={GLOBAL}")
     folder, lines = run.folder, run.metrics
-    steps = int(next(o for o in extra if o.startswith("max_duration=")).split("=")[1][:-2])
+    steps = steps_of(extra)
     assert [m["batch"] for m in lines] == list(range(1, steps + 1))
-    factors = _factors(stage, extra)
+    factors = batch_factors(stage, extra)
     for m in lines:
         assert {"batch", "loss", "text_loss", "image_loss", "mask_ratio", "grad_norm", "sample_ids"} <= set(m)
         per_pass = max(int(2 * factors.get(m["group"], 1)), 1)
